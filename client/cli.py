@@ -1,0 +1,118 @@
+"""Site commands a hospital runs on its own data: ``fedsynth data check`` and ``data prepare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from common.cli.support import (
+    ConfigFileOption,
+    RunConfigOption,
+    build_config,
+    console,
+    error_console,
+    progress,
+    user_errors,
+)
+from common.data.layouts import list_cases
+from common.data.site import SiteReport, check_site, prepare_site
+
+data_app = typer.Typer(help="Check and prepare a site's images.", no_args_is_help=True)
+
+ModalityOption = typer.Option(None, "--modality", help="ct or mri (data.modality).")
+LayoutOption = typer.Option(
+    None, "--layout", help="auto, nnunet, brats or pattern (data.layout)."
+)
+SkipBadOption = typer.Option(
+    None,
+    "--skip-bad/--no-skip-bad",
+    help="Leave out cases with problems, and say how many (data.skip-bad-cases).",
+)
+
+
+def _range(report_range: tuple[float, float] | None) -> str:
+    return "-" if report_range is None else f"{report_range[0]:g} .. {report_range[1]:g}"
+
+
+def site_table(report: SiteReport) -> Table:
+    """A table of every case: shape, spacing, intensity range, label voxel counts, problems."""
+    table = Table(title=f"{report.listing.root} ({report.listing.layout} layout)")
+    for column in ("case", "shape (x,y,z)", "spacing mm", "intensity", "label voxels", "problems"):
+        table.add_column(column, overflow="fold")
+    for case in report.cases:
+        counts = ", ".join(f"{name} {count}" for name, count in case.label_counts.items())
+        if case.bone_source == "threshold":
+            counts += " (bone by HU threshold)"
+        problems = "\n".join(f"[red]{p.kind.value}[/]: {p.message}" for p in case.problems)
+        table.add_row(
+            case.case_id,
+            "x".join(str(s) for s in case.shape) or "-",
+            "x".join(f"{s:g}" for s in case.spacing) or "-",
+            _range(case.intensity_range),
+            counts or "-",
+            problems or "[green]ok[/]",
+        )
+    return table
+
+
+@data_app.command("check")
+@user_errors
+def check_command(
+    path: Path = typer.Argument(..., help="A site folder, or one case's folder."),
+    modality: str | None = ModalityOption,
+    layout: str | None = LayoutOption,
+    skip_bad: bool | None = SkipBadOption,
+    run_config: str | None = RunConfigOption,
+    config_file: Path | None = ConfigFileOption,
+) -> None:
+    """Check every case of a site; exit 0 when all are valid, 1 with every problem listed."""
+    flags = {"data.modality": modality, "data.layout": layout, "data.skip-bad-cases": skip_bad}
+    config = build_config(run_config, config_file, flags)
+    total = len(list_cases(path, config.data).cases)
+    with progress() as bar:
+        task = bar.add_task("checking cases", total=total)
+        report = check_site(path, config.data, on_case=lambda _: bar.advance(task))
+    console.print(site_table(report))
+    for problem in report.listing.problems:
+        error_console.print(f"[red]{problem.kind.value}[/]: {problem}", highlight=False)
+    good, bad = len(report.good_cases), report.bad_case_count
+    if report.ok:
+        console.print(f"[green]all {good} cases are valid[/]")
+        return
+    if config.data.skip_bad_cases and good:
+        console.print(f"[yellow]{bad} bad cases would be skipped; {good} cases are valid[/]")
+        return
+    error_console.print(
+        f"[red]{len(report.problems)} problems in {bad} cases[/] ({good} valid); "
+        "fix them or pass --skip-bad to leave those cases out"
+    )
+    raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+@user_errors
+def prepare_command(
+    path: Path = typer.Argument(..., help="A site folder."),
+    out: Path = typer.Option(..., "--out", help="The site's cache folder to write."),
+    modality: str | None = ModalityOption,
+    layout: str | None = LayoutOption,
+    skip_bad: bool | None = SkipBadOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache."),
+    run_config: str | None = RunConfigOption,
+    config_file: Path | None = ConfigFileOption,
+) -> None:
+    """Check, preprocess (orient, resample, crop, normalise) and cache a site's cases."""
+    flags = {"data.modality": modality, "data.layout": layout, "data.skip-bad-cases": skip_bad}
+    config = build_config(run_config, config_file, flags)
+    with progress() as bar:
+        task = bar.add_task("preparing cases", total=None)
+        summary = prepare_site(
+            path, out, config.data, overwrite=overwrite, on_case=lambda _: bar.advance(task)
+        )
+    if summary.skipped:
+        console.print(f"[yellow]skipped {summary.skipped} bad cases[/]")
+    console.print(
+        f"prepared {summary.prepared} cases into {out} (fingerprint {summary.index.fingerprint[:12]})"
+    )

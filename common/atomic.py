@@ -1,0 +1,67 @@
+"""Atomic writes: a reader sees either the whole new file or folder, or nothing new."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from common.errors import OutputExistsError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def is_nonempty_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding at least one entry."""
+    return path.is_dir() and any(path.iterdir())
+
+
+@contextmanager
+def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces ``out`` only if the block succeeds.
+
+    On any error the temporary folder is removed and ``out`` is left as it was.
+
+    Raises:
+        OutputExistsError: ``out`` holds files and ``overwrite`` is false.
+    """
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(out)
+    if is_nonempty_dir(out) and not overwrite:
+        raise OutputExistsError(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        yield staging
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, retired / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

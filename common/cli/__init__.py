@@ -1,0 +1,1 @@
+"""Plumbing shared by every role's command line: console, user errors, config from flags."""

@@ -1,0 +1,89 @@
+"""What every fedsynth command shares: one console, user errors as messages, config from flags."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
+from common.errors import FedsynthError
+
+console = Console()
+error_console = Console(stderr=True)
+
+USER_ERROR_EXIT = 2
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RunConfigOption = typer.Option(
+    None,
+    "--run-config",
+    help="Settings as 'key=value key2=value2' (TOML values, strings quoted), as for flwr run.",
+)
+ConfigFileOption = typer.Option(
+    None,
+    "--config",
+    help="A TOML file of settings (flat dotted keys, or a pyproject [tool.flwr.app.config]).",
+    dir_okay=False,
+)
+
+
+def user_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn fedsynth's typed errors into a message and exit status 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except FedsynthError as err:
+            error_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=False)
+            raise typer.Exit(USER_ERROR_EXIT) from None
+
+    return wrapper
+
+
+def build_config(
+    run_config: str | None, config_file: Path | None, flags: dict[str, Any]
+) -> FedsynthConfig:
+    """Defaults, then the config file, then --run-config, then explicit flags (not None)."""
+    merged: dict[str, Scalar] = parse_run_config_args(run_config, config_file)
+    merged.update({key: value for key, value in flags.items() if value is not None})
+    config = load_config(merged)
+    log_config(config)
+    return config
+
+
+def progress() -> Progress:
+    """A rich progress bar for steps over cases or rounds."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def setup_logging(verbose: bool) -> None:
+    """INFO logs (every resolved setting among them) with --verbose, warnings otherwise."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=error_console, show_path=False)],
+        force=True,
+    )

@@ -1,0 +1,430 @@
+"""The one typed configuration of fedsynth, built from Flower's flat run config.
+
+Every run setting is a field of a frozen dataclass below. Its run-config key is
+``<section>.<field-name-in-kebab-case>`` (``seed`` stands alone), exactly as Flower flattens the
+``[tool.flwr.app.config]`` table of ``pyproject.toml``. The CLI takes the same keys through
+``--run-config "k=v k2=v2"`` or a TOML file. Per-site values (data folder, site name, cache
+folder) are Flower *node* config and live in :class:`SiteConfig`, never in the run config.
+
+Settings that hold three numbers (spacing, shape) are written ``"x,y,z"`` because Flower's run
+config holds scalars only; one number means the same value on every axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from common.errors import ConfigError
+
+Scalar = Union[bool, int, float, str]
+Triple = tuple[float, float, float]
+IntTriple = tuple[int, int, int]
+
+LOGGER = logging.getLogger("fedsynth.config")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """Declare one run setting with its documentation and allowed values."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
+    return field(default=default, metadata=meta)
+
+
+def _check_fields(section: str, instance: Any) -> None:
+    """Check every field of a config dataclass against its declared choices and range."""
+    for spec in dataclasses.fields(instance):
+        value = getattr(instance, spec.name)
+        key = _key(section, spec.name)
+        choices = spec.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(choices)}")
+        values = value if isinstance(value, tuple) else (value,)
+        low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            if low is not None and item < low:
+                raise ConfigError(f"{key} = {_format(value)} is below its minimum {low}")
+            if high is not None and item > high:
+                raise ConfigError(f"{key} = {_format(value)} is above its maximum {high}")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a site's images are found, checked and prepared."""
+
+    modality: str = setting(
+        "ct",
+        "ct (head-and-neck: tumour, bone) or mri (brain glioma, BraTS labels)",
+        choices=("ct", "mri"),
+    )
+    layout: str = setting(
+        "auto",
+        "site folder layout: auto-detect, nnunet (dataset.json, imagesTr, labelsTr), "
+        "brats (<case>/<case>-t1c.nii.gz) or pattern (image-pattern / label-pattern)",
+        choices=("auto", "nnunet", "brats", "pattern"),
+    )
+    image_pattern: str = setting(
+        "{case}_image.*", "file name of a case's image in the pattern layout; {case} is the id"
+    )
+    label_pattern: str = setting(
+        "{case}_label.*", "file name of a case's label map in the pattern layout"
+    )
+    brats_sequence: str = setting(
+        "t1c", "which BraTS sequence is the image", choices=("t1c", "t1n", "t2w", "t2f")
+    )
+    label_remap: str = setting(
+        "",
+        "map the site's label values onto the schema before checking, e.g. '4:3' for BraTS "
+        "2021 enhancing tumour or '1:2' for a bone-only mask; empty for none",
+    )
+    require_tumour: bool = setting(True, "a case whose label map has no tumour is an error")
+    skip_bad_cases: bool = setting(
+        False, "leave out cases that fail the checks (and say how many) instead of stopping"
+    )
+    geometry_tolerance: float = setting(
+        1e-3,
+        "largest image/label difference in spacing and origin (relative to the spacing) and "
+        "in direction cosines that still counts as the same grid",
+        minimum=0.0,
+        maximum=0.5,
+    )
+    hu_min: float = setting(-3024.0, "lowest value a CT in Hounsfield units may hold")
+    hu_max: float = setting(30000.0, "highest value a CT in Hounsfield units may hold")
+    ct_air_hu: float = setting(
+        -500.0, "a CT in HU must have air: some voxels below this value", maximum=0.0
+    )
+    bone_threshold_hu: float = setting(
+        226.0,
+        "bone where the dataset has no bone mask: voxels at or above this HU (InVesalius' "
+        "bone preset starts at 226 HU)",
+        minimum=0.0,
+    )
+    bone_closing_radius: int = setting(
+        1, "radius in voxels of the closing that fills gaps in thresholded bone", minimum=0
+    )
+    bone_min_volume_mm3: float = setting(
+        20.0, "thresholded bone pieces smaller than this are dropped as noise", minimum=0.0
+    )
+    target_spacing: Triple = setting(
+        (2.0, 2.0, 2.0), "voxel spacing in mm (x,y,z) after resampling", minimum=0.05
+    )
+    target_shape: IntTriple = setting(
+        (128, 128, 128), "voxels (x,y,z) after crop/pad around the body", minimum=8, maximum=1024
+    )
+    ct_window_min: float = setting(-1024.0, "HU mapped to -1")
+    ct_window_max: float = setting(2048.0, "HU mapped to +1")
+    ct_body_threshold_hu: float = setting(-500.0, "CT body mask: voxels above this HU")
+    mri_body_fraction: float = setting(
+        0.1,
+        "MRI body mask: voxels above this fraction of the 99th intensity percentile",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    mri_percentile_low: float = setting(
+        0.5, "MRI: this body percentile maps to -1", minimum=0.0, maximum=100.0
+    )
+    mri_percentile_high: float = setting(
+        99.5, "MRI: this body percentile maps to +1", minimum=0.0, maximum=100.0
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields("data", self)
+        _require(self.ct_window_min < self.ct_window_max, "data.ct-window-min must be < max")
+        _require(self.hu_min < self.hu_max, "data.hu-min must be below data.hu-max")
+        _require(
+            self.mri_percentile_low < self.mri_percentile_high,
+            "data.mri-percentile-low must be below data.mri-percentile-high",
+        )
+        _require("{case}" in self.image_pattern, "data.image-pattern must contain {case}")
+        _require("{case}" in self.label_pattern, "data.label-pattern must contain {case}")
+        parse_label_remap(self.label_remap)
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """The embedded phantom cohorts: how many sites and cases, and how sites differ."""
+
+    sites: int = setting(3, "number of simulated hospitals", minimum=1, maximum=1000)
+    cases_per_site: int = setting(6, "cases each site holds", minimum=1, maximum=100000)
+    size: int = setting(32, "voxels per side of a site's reference grid", minimum=8, maximum=512)
+    layout: str = setting(
+        "nnunet", "layout written to disk", choices=("nnunet", "brats")
+    )
+    supersample: int = setting(
+        2, "partial-volume effect: tissues are drawn at this many sub-voxels per axis",
+        minimum=1, maximum=4,
+    )
+    site_intensity_scale: float = setting(
+        0.05, "largest relative gain difference between sites", minimum=0.0, maximum=0.5
+    )
+    site_intensity_offset: float = setting(
+        0.02,
+        "largest intensity offset between sites, as a fraction of the modality's contrast "
+        "range (1000 HU for CT, white matter for MRI)",
+        minimum=0.0,
+        maximum=0.5,
+    )
+    noise_min: float = setting(
+        0.01, "smallest site noise level, same units as the offset", minimum=0.0, maximum=1.0
+    )
+    noise_max: float = setting(
+        0.03, "largest site noise level, same units as the offset", minimum=0.0, maximum=1.0
+    )
+    site_spacing_jitter: float = setting(
+        0.2, "largest relative change of a site's voxel spacing", minimum=0.0, maximum=1.0
+    )
+    site_fov_jitter: float = setting(
+        0.1, "largest relative change of a site's field of view", minimum=0.0, maximum=0.5
+    )
+    tumour_radius_min_mm: float = setting(6.0, "smallest tumour radius", minimum=1.0)
+    tumour_radius_max_mm: float = setting(16.0, "largest tumour radius", minimum=1.0)
+    site_tumour_scale: float = setting(
+        0.3, "sites' typical tumour sizes differ by up to this fraction", minimum=0.0,
+        maximum=0.9,
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields("phantoms", self)
+        _require(self.noise_min <= self.noise_max, "phantoms.noise-min must be <= noise-max")
+        _require(
+            self.tumour_radius_min_mm <= self.tumour_radius_max_mm,
+            "phantoms.tumour-radius-min-mm must be <= tumour-radius-max-mm",
+        )
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Rounds of the federation (the federation issue adds aggregation settings)."""
+
+    num_rounds: int = setting(1, "federated rounds", minimum=1, maximum=100000)
+    reply_timeout_s: float = setting(
+        300.0, "seconds the server waits for sites' replies; late sites are left out",
+        minimum=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class FedsynthConfig:
+    """Every run setting of fedsynth, one section per concern."""
+
+    seed: int = setting(42, "the one seed every other seed derives from", minimum=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    phantoms: PhantomConfig = field(default_factory=PhantomConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+
+    def __post_init__(self) -> None:
+        _check_fields("", self)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "phantoms": PhantomConfig,
+    "federation": FederationConfig,
+}
+TOP_LEVEL = ("seed",)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Per-site values from Flower's node config (``--node-config`` of a SuperNode)."""
+
+    data_path: Path | None
+    site_name: str
+    cache_dir: Path | None
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Scalar]) -> SiteConfig:
+        """Read ``data-path``, ``site-name`` and ``cache-dir`` from a node config."""
+        data_path = node_config.get("data-path")
+        cache_dir = node_config.get("cache-dir")
+        name = node_config.get("site-name", node_config.get("partition-id", "site"))
+        return cls(
+            data_path=Path(str(data_path)) if data_path else None,
+            site_name=str(name),
+            cache_dir=Path(str(cache_dir)) if cache_dir else None,
+        )
+
+
+def _key(section: str, name: str) -> str:
+    kebab = name.replace("_", "-")
+    return kebab if section == "" else f"{section}.{kebab}"
+
+
+def _format(value: Any) -> Scalar:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return typing.cast(Scalar, value)
+
+
+def _fields(section_type: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(section_type)}
+
+
+def _hints(section_type: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_type)
+
+
+def valid_keys() -> list[str]:
+    """Every run-config key fedsynth understands, sorted."""
+    keys = list(TOP_LEVEL)
+    for section, section_type in SECTIONS.items():
+        keys.extend(_key(section, name) for name in _fields(section_type))
+    return sorted(keys)
+
+
+def default_run_config() -> dict[str, Scalar]:
+    """The defaults as Flower's flat run config (what ``pyproject.toml`` must hold)."""
+    return to_run_config(FedsynthConfig())
+
+
+def to_run_config(config: FedsynthConfig) -> dict[str, Scalar]:
+    """Flatten a config back to run-config keys and scalar values (for logs and manifests)."""
+    flat: dict[str, Scalar] = {"seed": config.seed}
+    for section in SECTIONS:
+        instance = getattr(config, section)
+        for spec in dataclasses.fields(instance):
+            flat[_key(section, spec.name)] = _format(getattr(instance, spec.name))
+    return flat
+
+
+def _coerce(key: str, value: Scalar, target: Any) -> Any:
+    """Turn one run-config scalar into the field's Python type, or say why it cannot."""
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key} = {value!r} must be true or false")
+    if target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{key} = {value!r} must be a whole number")
+    if target is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r} must be a number") from None
+    if target is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} = {value!r} must be a string (quote it)")
+    if typing.get_origin(target) is tuple:
+        item_type = typing.get_args(target)[0]
+        parts = [value] if not isinstance(value, str) else value.replace("x", ",").split(",")
+        parts = [p for p in parts if not (isinstance(p, str) and not p.strip())]
+        if len(parts) == 1:
+            parts = parts * 3
+        if len(parts) != 3:
+            raise ConfigError(f"{key} = {value!r} must be one number or three, as 'x,y,z'")
+        return tuple(_coerce(key, p, item_type) for p in parts)
+    raise ConfigError(f"{key}: unsupported setting type {target!r}")  # pragma: no cover
+
+
+def _unknown_key_error(key: str) -> ConfigError:
+    keys = valid_keys()
+    close = difflib.get_close_matches(key, keys, n=3)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(
+        f"unknown setting '{key}'.{hint} Valid settings: {', '.join(keys)}"
+    )
+
+
+def load_config(run_config: Mapping[str, Scalar]) -> FedsynthConfig:
+    """Build the typed config from Flower's flat run config; missing keys take defaults.
+
+    Raises:
+        ConfigError: a key is unknown (the valid ones are listed), a value has the wrong type,
+            or a value is out of range.
+    """
+    per_section: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in run_config.items():
+        section, _, name = key.rpartition(".")
+        attr = name.replace("-", "_")
+        if section == "" and key in TOP_LEVEL:
+            top[attr] = _coerce(key, value, _hints(FedsynthConfig)[attr])
+            continue
+        if section not in SECTIONS or attr not in _fields(SECTIONS[section]) or "_" in name:
+            raise _unknown_key_error(key)
+        per_section[section][attr] = _coerce(key, value, _hints(SECTIONS[section])[attr])
+    sections = {name: SECTIONS[name](**values) for name, values in per_section.items()}
+    return FedsynthConfig(**top, **sections)
+
+
+def parse_run_config_args(run_config: str | None, config_file: Path | None) -> dict[str, Scalar]:
+    """Parse the CLI's ``--config FILE.toml`` then ``--run-config "k=v k2=v2"`` overrides.
+
+    Values are TOML (strings quoted, ``true``/``false``), as in ``flwr run --run-config``.
+    """
+    import tomllib
+
+    from flwr.common.config import flatten_dict, parse_config_args
+
+    merged: dict[str, Scalar] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as handle:
+                raw = tomllib.load(handle)
+        except OSError as err:
+            raise ConfigError(f"{config_file}: cannot read the config file ({err})") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{config_file}: not valid TOML ({err})") from None
+        table = raw.get("tool", {}).get("flwr", {}).get("app", {}).get("config", raw)
+        merged.update(flatten_dict(table))
+    if run_config:
+        try:
+            merged.update(parse_config_args([run_config]))
+        except Exception as err:  # flwr raises click.ClickException for bad syntax
+            raise ConfigError(
+                f"--run-config {run_config!r} is not 'key=value key2=value2' with TOML values "
+                f"(quote strings: data.modality=\"mri\"): {err}"
+            ) from None
+    return merged
+
+
+def parse_label_remap(text: str) -> dict[int, int]:
+    """Parse ``"4:3,7:0"`` into ``{4: 3, 7: 0}``.
+
+    Raises:
+        ConfigError: the text is not comma-separated ``from:to`` pairs of whole numbers.
+    """
+    mapping: dict[int, int] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        source, sep, target = pair.partition(":")
+        if not sep or not source.strip().isdigit() or not target.strip().isdigit():
+            raise ConfigError(
+                f"data.label-remap = {text!r}: write pairs of whole numbers as 'from:to,from:to'"
+            )
+        mapping[int(source)] = int(target)
+    return mapping
+
+
+def log_config(config: FedsynthConfig, logger: logging.Logger = LOGGER) -> None:
+    """Log every resolved setting, one per line, so a run's log says how it was configured."""
+    for key, value in sorted(to_run_config(config).items()):
+        logger.info("config %s = %r", key, value)

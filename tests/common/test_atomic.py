@@ -1,0 +1,57 @@
+"""Atomic outputs: a failed write leaves nothing partial behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.atomic import atomic_directory, atomic_write_text
+from common.errors import OutputExistsError
+
+
+def test_directory_appears_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_directory(out) as staging:
+        (staging / "a.txt").write_text("a")
+        assert not out.exists()
+    assert (out / "a.txt").read_text() == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failure_leaves_no_partial_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_directory(out) as staging:
+        (staging / "a.txt").write_text("a")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_directory(out):
+        pass
+    assert (out / "old.txt").read_text() == "old"
+    with atomic_directory(out, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failed_overwrite_keeps_the_old_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_directory(out, overwrite=True):
+        raise RuntimeError("boom")
+    assert (out / "old.txt").read_text() == "old"
+
+
+def test_atomic_text_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "x" / "f.json"
+    atomic_write_text(path, "{}")
+    atomic_write_text(path, '{"a": 1}')
+    assert path.read_text() == '{"a": 1}'
+    assert [p.name for p in path.parent.iterdir()] == ["f.json"]
