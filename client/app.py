@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.site_summary import summarise_site
 from common.config import SiteConfig, load_config
 
-SITE_SUMMARY_ACTION = "site-summary"
+SITE_SUMMARY_ACTION = "site_summary"
 
 app = ClientApp()
 
@@ -18,5 +18,5 @@ def site_summary(message: Message, context: Context) -> Message:
     """Reply with the counts of this site's cases (no voxels, paths or identifiers)."""
     config = load_config(context.run_config)
     site = SiteConfig.from_node_config(context.node_config)
-    counts = summarise_site(site, config.data)
+    counts: dict[str, MetricRecordValues] = dict(summarise_site(site, config.data))
     return Message(RecordDict({"site-summary": MetricRecord(counts)}), reply_to=message)

@@ -13,6 +13,7 @@ from common.cli.support import (
     build_config,
     console,
     error_console,
+    plural,
     progress,
     user_errors,
 )
@@ -22,9 +23,7 @@ from common.data.site import SiteReport, check_site, prepare_site
 data_app = typer.Typer(help="Check and prepare a site's images.", no_args_is_help=True)
 
 ModalityOption = typer.Option(None, "--modality", help="ct or mri (data.modality).")
-LayoutOption = typer.Option(
-    None, "--layout", help="auto, nnunet, brats or pattern (data.layout)."
-)
+LayoutOption = typer.Option(None, "--layout", help="auto, nnunet, brats or pattern (data.layout).")
 SkipBadOption = typer.Option(
     None,
     "--skip-bad/--no-skip-bad",
@@ -82,10 +81,13 @@ def check_command(
         console.print(f"[green]all {good} cases are valid[/]")
         return
     if config.data.skip_bad_cases and good:
-        console.print(f"[yellow]{bad} bad cases would be skipped; {good} cases are valid[/]")
+        console.print(
+            f"[yellow]{plural(bad, 'bad case')} would be skipped; {plural(good, 'case')} valid[/]"
+        )
         return
     error_console.print(
-        f"[red]{len(report.problems)} problems in {bad} cases[/] ({good} valid); "
+        f"[red]{plural(len(report.problems), 'problem')} in {plural(bad, 'case')}[/] "
+        f"({good} valid); "
         "fix them or pass --skip-bad to leave those cases out"
     )
     raise typer.Exit(1)
@@ -112,7 +114,6 @@ def prepare_command(
             path, out, config.data, overwrite=overwrite, on_case=lambda _: bar.advance(task)
         )
     if summary.skipped:
-        console.print(f"[yellow]skipped {summary.skipped} bad cases[/]")
-    console.print(
-        f"prepared {summary.prepared} cases into {out} (fingerprint {summary.index.fingerprint[:12]})"
-    )
+        console.print(f"[yellow]skipped {plural(summary.skipped, 'bad case')}[/]")
+    fingerprint = summary.index.fingerprint[:12]
+    console.print(f"prepared {summary.prepared} cases into {out} (fingerprint {fingerprint})")

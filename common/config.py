@@ -19,11 +19,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from common.errors import ConfigError
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
 
@@ -166,12 +166,12 @@ class PhantomConfig:
     sites: int = setting(3, "number of simulated hospitals", minimum=1, maximum=1000)
     cases_per_site: int = setting(6, "cases each site holds", minimum=1, maximum=100000)
     size: int = setting(32, "voxels per side of a site's reference grid", minimum=8, maximum=512)
-    layout: str = setting(
-        "nnunet", "layout written to disk", choices=("nnunet", "brats")
-    )
+    layout: str = setting("nnunet", "layout written to disk", choices=("nnunet", "brats"))
     supersample: int = setting(
-        2, "partial-volume effect: tissues are drawn at this many sub-voxels per axis",
-        minimum=1, maximum=4,
+        2,
+        "partial-volume effect: tissues are drawn at this many sub-voxels per axis",
+        minimum=1,
+        maximum=4,
     )
     site_intensity_scale: float = setting(
         0.05, "largest relative gain difference between sites", minimum=0.0, maximum=0.5
@@ -198,7 +198,9 @@ class PhantomConfig:
     tumour_radius_min_mm: float = setting(6.0, "smallest tumour radius", minimum=1.0)
     tumour_radius_max_mm: float = setting(16.0, "largest tumour radius", minimum=1.0)
     site_tumour_scale: float = setting(
-        0.3, "sites' typical tumour sizes differ by up to this fraction", minimum=0.0,
+        0.3,
+        "sites' typical tumour sizes differ by up to this fraction",
+        minimum=0.0,
         maximum=0.9,
     )
 
@@ -216,8 +218,12 @@ class FederationConfig:
     """Rounds of the federation (the federation issue adds aggregation settings)."""
 
     num_rounds: int = setting(1, "federated rounds", minimum=1, maximum=100000)
+    min_sites: int = setting(
+        2, "sites that must be connected before the server starts", minimum=1, maximum=100000
+    )
     reply_timeout_s: float = setting(
-        300.0, "seconds the server waits for sites' replies; late sites are left out",
+        300.0,
+        "seconds the server waits for sites' replies; late sites are left out",
         minimum=1.0,
     )
 
@@ -335,8 +341,11 @@ def _coerce(key: str, value: Scalar, target: Any) -> Any:
         raise ConfigError(f"{key} = {value!r} must be a string (quote it)")
     if typing.get_origin(target) is tuple:
         item_type = typing.get_args(target)[0]
-        parts = [value] if not isinstance(value, str) else value.replace("x", ",").split(",")
-        parts = [p for p in parts if not (isinstance(p, str) and not p.strip())]
+        parts: list[Scalar] = (
+            [p for p in value.replace("x", ",").split(",") if p.strip()]
+            if isinstance(value, str)
+            else [value]
+        )
         if len(parts) == 1:
             parts = parts * 3
         if len(parts) != 3:
@@ -349,9 +358,7 @@ def _unknown_key_error(key: str) -> ConfigError:
     keys = valid_keys()
     close = difflib.get_close_matches(key, keys, n=3)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    return ConfigError(
-        f"unknown setting '{key}'.{hint} Valid settings: {', '.join(keys)}"
-    )
+    return ConfigError(f"unknown setting '{key}'.{hint} Valid settings: {', '.join(keys)}")
 
 
 def load_config(run_config: Mapping[str, Scalar]) -> FedsynthConfig:
@@ -402,7 +409,7 @@ def parse_run_config_args(run_config: str | None, config_file: Path | None) -> d
         except Exception as err:  # flwr raises click.ClickException for bad syntax
             raise ConfigError(
                 f"--run-config {run_config!r} is not 'key=value key2=value2' with TOML values "
-                f"(quote strings: data.modality=\"mri\"): {err}"
+                f'(quote strings: data.modality="mri"): {err}'
             ) from None
     return merged
 

@@ -23,7 +23,9 @@ def main(grid: Grid, context: Context) -> None:
     """Log the run's settings and every site's case counts."""
     config = load_config(context.run_config)
     log_config(config, LOGGER)
-    summaries = collect_site_summaries(grid, timeout=config.federation.reply_timeout_s)
+    summaries = collect_site_summaries(
+        grid, config.federation.min_sites, timeout=config.federation.reply_timeout_s
+    )
     for node_id, counts in sorted(summaries.items()):
         LOGGER.info("site %s: %s", node_id, counts)
     total = sum(counts.get("valid-cases", 0) for counts in summaries.values())

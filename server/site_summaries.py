@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-SITE_SUMMARY_MESSAGE = f"{MessageType.QUERY}.site-summary"
+SITE_SUMMARY_MESSAGE = f"{MessageType.QUERY}.site_summary"
 
 
-def collect_site_summaries(grid: Grid, timeout: float) -> dict[int, dict[str, int]]:
-    """Send the site-summary query to every node; return each replying node's counts.
+def collect_site_summaries(grid: Grid, min_sites: int, timeout: float) -> dict[int, dict[str, int]]:
+    """Wait for ``min_sites`` nodes, ask each for its site summary, return each reply's counts.
 
     Nodes that reply with an error or not within ``timeout`` seconds are left out.
     """
+    _, node_ids = sample_nodes(grid, min_available_nodes=min_sites, sample_size=0)
     messages = [
         Message(RecordDict(), dst_node_id=node_id, message_type=SITE_SUMMARY_MESSAGE)
-        for node_id in grid.get_node_ids()
+        for node_id in node_ids
     ]
     summaries: dict[int, dict[str, int]] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):

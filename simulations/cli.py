@@ -23,6 +23,7 @@ from common.cli.support import (
 )
 from simulations.demo import run_demo
 from simulations.phantoms import write_cohort
+from simulations.presets import preset
 
 app = typer.Typer(
     name="fedsynth",
@@ -87,7 +88,7 @@ def demo_command(
     config_file: Path | None = ConfigFileOption,
 ) -> None:
     """The main job on embedded phantoms: make hospitals' data, check it, prepare each site."""
-    config = build_config(run_config, config_file, {})
+    config = build_config(run_config, config_file, {}, base=preset("demo"))
     run_demo(config, out, overwrite=overwrite)
 
 

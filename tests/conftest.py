@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ["COLUMNS"] = "200"  # rich wraps at 80 columns when not on a terminal
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -18,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
 from common.errors import FedsynthError
@@ -50,21 +51,31 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except FedsynthError as err:
-            error_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=False)
+            error_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
             raise typer.Exit(USER_ERROR_EXIT) from None
 
     return wrapper
 
 
 def build_config(
-    run_config: str | None, config_file: Path | None, flags: dict[str, Any]
+    run_config: str | None,
+    config_file: Path | None,
+    flags: dict[str, Any],
+    *,
+    base: dict[str, Scalar] | None = None,
 ) -> FedsynthConfig:
-    """Defaults, then the config file, then --run-config, then explicit flags (not None)."""
-    merged: dict[str, Scalar] = parse_run_config_args(run_config, config_file)
+    """Defaults, a preset (``base``), the config file, --run-config, then explicit flags."""
+    merged: dict[str, Scalar] = dict(base or {})
+    merged.update(parse_run_config_args(run_config, config_file))
     merged.update({key: value for key, value in flags.items() if value is not None})
     config = load_config(merged)
     log_config(config)
     return config
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 case', '2 cases'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def progress() -> Progress:

@@ -218,17 +218,29 @@ def _read_index(path: Path) -> CacheIndex:
     return index
 
 
-def _read_case(path: Path, case_id: str, index: CacheIndex) -> PreparedCase:
-    meta_path = path / f"{case_id}{META_SUFFIX}"
-    arrays_path = path / f"{case_id}{ARRAYS_SUFFIX}"
-    meta = _read_json(meta_path)
-    if not arrays_path.is_file():
-        raise _unreadable(arrays_path, "cache file not found")
+def _read_arrays(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise _unreadable(path, "cache file not found")
     try:
-        with np.load(arrays_path, allow_pickle=False) as arrays:
+        with np.load(path, allow_pickle=False) as arrays:
             image, label = arrays["image"], arrays["label"]
     except _LOAD_ERRORS as err:
-        raise _unreadable(arrays_path, f"cache file is corrupt ({err!r})") from None
+        raise _unreadable(path, f"cache file is corrupt ({err!r})") from None
+    for name, array, dtype in (("image", image, np.float32), ("label", label, np.uint8)):
+        if array.dtype != dtype or array.shape != shape:
+            raise _bad_layout(
+                path,
+                f"{name} is {array.dtype} {array.shape}, the index says "
+                f"{np.dtype(dtype)} {shape} (z, y, x)",
+            )
+    return image, label
+
+
+def _read_case(path: Path, case_id: str, index: CacheIndex) -> PreparedCase:
+    meta_path = path / f"{case_id}{META_SUFFIX}"
+    meta = _read_json(meta_path)
+    shape = tuple(reversed(index.target_shape))
+    image, label = _read_arrays(path / f"{case_id}{ARRAYS_SUFFIX}", shape)
     try:
         case = PreparedCase(
             case_id=str(meta["case_id"]),
@@ -240,7 +252,7 @@ def _read_case(path: Path, case_id: str, index: CacheIndex) -> PreparedCase:
         )
     except (KeyError, TypeError, ValueError) as err:
         raise _bad_layout(meta_path, f"cached case does not fit its index ({err})") from None
-    if case.case_id != case_id or case.geometry.size != index.target_shape:
+    if case.case_id != case_id or case.intensity.modality != index.modality:
         raise _bad_layout(meta_path, f"cached case does not fit its index (case {case_id})")
     return case
 

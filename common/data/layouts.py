@@ -143,7 +143,9 @@ def _list_nnunet(root: Path, data: DataConfig) -> SiteListing:
         if case_id in labels:
             cases.append(CaseFiles(case_id, image, labels[case_id]))
         else:
-            problems.append(_missing(case_id, image, "label map", labels_dir / f"{case_id}{ending}"))
+            problems.append(
+                _missing(case_id, image, "label map", labels_dir / f"{case_id}{ending}")
+            )
     for case_id, label in labels.items():
         if case_id not in images:
             expected = images_dir / f"{case_id}_0000{ending}"
@@ -170,7 +172,9 @@ def _brats_case(folder: Path, data: DataConfig) -> tuple[CaseFiles | None, Probl
 
 
 def _list_brats(root: Path, data: DataConfig) -> SiteListing:
-    folders = [root] if any(root.glob("*.nii*")) else sorted(p for p in root.iterdir() if p.is_dir())
+    folders = (
+        [root] if any(root.glob("*.nii*")) else sorted(p for p in root.iterdir() if p.is_dir())
+    )
     cases, problems = [], []
     for folder in folders:
         case, problem = _brats_case(folder, data)

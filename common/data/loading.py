@@ -103,11 +103,12 @@ def _label_values(
     files: CaseFiles, label: sitk.Image, remap: dict[int, int]
 ) -> tuple[np.ndarray | None, Problem | None]:
     values = to_array(label)
-    if not np.issubdtype(values.dtype, np.integer):
-        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            message = f"label map holds non-integer values ({values.dtype})"
-            hint = "label maps must hold whole numbers; do not resample them with interpolation"
-            return None, _problem(files, files.label, ProblemKind.LABEL_NOT_INTEGER, message, hint)
+    if not np.issubdtype(values.dtype, np.integer) and (
+        not np.all(np.isfinite(values)) or np.any(values != np.round(values))
+    ):
+        message = f"label map holds non-integer values ({values.dtype})"
+        hint = "label maps must hold whole numbers; do not resample them with interpolation"
+        return None, _problem(files, files.label, ProblemKind.LABEL_NOT_INTEGER, message, hint)
     values = values.astype(np.int64)
     if remap:
         lookup = {int(v): remap.get(int(v), int(v)) for v in np.unique(values)}
@@ -150,8 +151,12 @@ def _intensity_problems(files: CaseFiles, voxels: np.ndarray, data: DataConfig) 
         return []
     low, high = float(voxels.min()), float(voxels.max())
     if low < data.hu_min or high > data.hu_max:
-        message = f"values {low:g}..{high:g} are outside the HU range {data.hu_min:g}..{data.hu_max:g}"
-        hint = "store CT in Hounsfield units (apply rescale slope/intercept) or widen data.hu-min/max"
+        message = (
+            f"values {low:g}..{high:g} are outside the HU range {data.hu_min:g}..{data.hu_max:g}"
+        )
+        hint = (
+            "store CT in Hounsfield units (apply rescale slope/intercept) or widen data.hu-min/max"
+        )
         return [_problem(files, files.image, ProblemKind.NOT_HU, message, hint)]
     if low >= data.ct_air_hu:
         message = f"has no air: the lowest value is {low:g}, not below {data.ct_air_hu:g} HU"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from common.errors import DataError
 
 
-class ProblemKind(str, Enum):
+class ProblemKind(StrEnum):
     """Stable codes of every kind of bad input the data layer recognises."""
 
     UNREADABLE = "unreadable"

@@ -80,6 +80,7 @@ class PrepareSummary:
     """What ``prepare_site`` wrote and what it left out."""
 
     index: CacheIndex
+    report: SiteReport
     prepared: int
     skipped: int
 
@@ -104,4 +105,4 @@ def prepare_site(
         if on_case is not None:
             on_case(case.case_id)
     index = write_cache(prepared, out, data=data, overwrite=overwrite)
-    return PrepareSummary(index, len(prepared), report.bad_case_count)
+    return PrepareSummary(index, report, len(prepared), report.bad_case_count)

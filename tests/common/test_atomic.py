@@ -21,9 +21,14 @@ def test_directory_appears_only_on_success(tmp_path: Path) -> None:
 
 def test_failure_leaves_no_partial_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError), atomic_directory(out) as staging:
-        (staging / "a.txt").write_text("a")
-        raise RuntimeError("boom")
+
+    def write_then_fail() -> None:
+        with atomic_directory(out) as staging:
+            (staging / "a.txt").write_text("a")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     assert list(tmp_path.iterdir()) == []
 
 

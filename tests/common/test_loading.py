@@ -93,8 +93,7 @@ def _bad_cases() -> dict[str, tuple[Callable[[], tuple[sitk.Image, sitk.Image]],
         return _with_array(image, lambda a: np.where(a > 600, 31000, a).astype(np.int16)), label
 
     def other_size() -> tuple[sitk.Image, sitk.Image]:
-        image, label = tiny_ct()
-        return image, tiny_ct(14)[1]
+        return tiny_ct()[0], tiny_ct(14)[1]
 
     def outside_schema() -> tuple[sitk.Image, sitk.Image]:
         image, label = tiny_ct()

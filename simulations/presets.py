@@ -1,0 +1,41 @@
+"""Named bundles of run settings for simulations on one machine.
+
+A preset is a plain run config: the user's ``--config`` and ``--run-config`` are applied on top.
+"""
+
+from __future__ import annotations
+
+from common.config import Scalar
+from common.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Scalar]] = {
+    # The README's main job: three small hospitals of head-and-neck CT, CPU-sized volumes.
+    "demo": {
+        "data.modality": "ct",
+        "phantoms.sites": 3,
+        "phantoms.cases-per-site": 4,
+        "phantoms.size": 32,
+        "data.target-shape": "32,32,32",
+        "data.target-spacing": "7.0,7.0,7.0",
+    },
+    # The smallest run that still goes through every step, for tests.
+    "smoke": {
+        "data.modality": "ct",
+        "phantoms.sites": 2,
+        "phantoms.cases-per-site": 2,
+        "phantoms.size": 16,
+        "data.target-shape": "16,16,16",
+        "data.target-spacing": "14.0,14.0,14.0",
+    },
+}
+
+
+def preset(name: str) -> dict[str, Scalar]:
+    """The run settings of preset ``name``.
+
+    Raises:
+        ConfigError: no preset has that name (the known ones are listed).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(sorted(PRESETS))}")
+    return dict(PRESETS[name])
