@@ -55,6 +55,7 @@ class CacheIndex:
     settings: Mapping[str, Scalar]
     case_ids: tuple[str, ...]
     fingerprint: str
+    source_fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -67,6 +68,7 @@ class CacheIndex:
             "settings": dict(self.settings),
             "case_ids": list(self.case_ids),
             "fingerprint": self.fingerprint,
+            "source_fingerprint": self.source_fingerprint,
         }
 
     @classmethod
@@ -84,6 +86,7 @@ class CacheIndex:
             settings=dict(data["settings"]),
             case_ids=tuple(str(c) for c in data["case_ids"]),
             fingerprint=str(data["fingerprint"]),
+            source_fingerprint=str(data.get("source_fingerprint", "")),
         )
 
 
@@ -129,6 +132,27 @@ def fingerprint(cases: Sequence[PreparedCase], settings: Mapping[str, Scalar]) -
     return digest.hexdigest()
 
 
+class SourceFingerprint:
+    """SHA-256 over a site's source cases as read (ids, voxels, label maps), settings aside.
+
+    Unlike the cache's ``fingerprint``, it stays the same when the same patients are prepared
+    again with other settings, so a privacy budget keyed by it is not reset by re-preparing.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, case_id: str, image: np.ndarray, label: np.ndarray) -> None:
+        """Add one case; cases must be added in a fixed order (the listing's)."""
+        _hash_block(self._digest, case_id.encode("utf-8"))
+        _hash_array(self._digest, image)
+        _hash_array(self._digest, label)
+
+    def hexdigest(self) -> str:
+        """The digest of the cases added so far."""
+        return self._digest.hexdigest()
+
+
 def _check_cases(cases: Sequence[PreparedCase], data: DataConfig) -> None:
     ids = [case.case_id for case in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -137,9 +161,12 @@ def _check_cases(cases: Sequence[PreparedCase], data: DataConfig) -> None:
     shape = tuple(reversed(data.target_shape))
     for case in cases:
         if not CASE_ID_PATTERN.fullmatch(case.case_id):
-            raise ValueError(
-                f"case id {case.case_id!r} cannot name a cache file: use letters, digits, "
-                "'.', '_' and '-', starting with a letter or digit"
+            raise DataError(
+                Path(case.case_id),
+                ProblemKind.BAD_LAYOUT.value,
+                "this case id cannot name a cache file",
+                "rename the case's files: letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit",
             )
         if case.image.shape != shape or case.intensity.modality != data.modality:
             raise ValueError(
@@ -150,7 +177,12 @@ def _check_cases(cases: Sequence[PreparedCase], data: DataConfig) -> None:
 
 
 def write_cache(
-    cases: Sequence[PreparedCase], out: Path, *, data: DataConfig, overwrite: bool = False
+    cases: Sequence[PreparedCase],
+    out: Path,
+    *,
+    data: DataConfig,
+    overwrite: bool = False,
+    source_fingerprint: str = "",
 ) -> CacheIndex:
     """Write prepared cases and their index to ``out``, atomically.
 
@@ -168,6 +200,7 @@ def write_cache(
         settings=settings,
         case_ids=tuple(sorted(case.case_id for case in cases)),
         fingerprint=fingerprint(cases, settings),
+        source_fingerprint=source_fingerprint,
     )
     with atomic_directory(out, overwrite=overwrite) as staging:
         for case in cases:

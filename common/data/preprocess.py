@@ -29,10 +29,10 @@ from common.data.crop import body_mask, crop_or_pad, crop_start, mask_centre, wi
 from common.data.imageio import Geometry, from_array, to_array
 from common.data.intensity import IntensityMapping, ct_mapping, mri_mapping
 from common.data.resample import canonical_orientation, resample_to_reference, respaced_geometry
+from common.data.problems import ProblemKind
 from common.errors import DataError
 
 __all__ = [
-    "NO_CONTRAST",
     "IntensityMapping",
     "PreparedCase",
     "label_on_source",
@@ -43,8 +43,6 @@ __all__ = [
 ]
 
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-NO_CONTRAST = "no-contrast"
-"""Problem code of an MRI whose body intensities are all equal (nothing to normalise)."""
 LABEL_MAX = int(np.iinfo(np.uint8).max)
 
 
@@ -100,7 +98,10 @@ def _mapping(
         return mri_mapping(values, body, data)
     except ValueError as err:
         raise DataError(
-            Path(case_id), NO_CONTRAST, str(err), "check the image or leave this case out"
+            Path(case_id),
+            ProblemKind.NO_CONTRAST.value,
+            str(err),
+            "check the image or leave this case out",
         ) from None
 
 

@@ -23,6 +23,7 @@ class ProblemKind(StrEnum):
     MISSING_PARTNER = "missing-partner"
     BAD_LAYOUT = "bad-layout"
     NO_CASES = "no-cases"
+    NO_CONTRAST = "no-contrast"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.config import DataConfig
-from common.data.cache import CacheIndex, write_cache
+from common.data.cache import CacheIndex, SourceFingerprint, write_cache
+from common.data.imageio import to_array
 from common.data.layouts import SiteListing, list_cases
 from common.data.loading import CaseReport, check_case, load_case
 from common.data.preprocess import prepare_case
@@ -97,12 +98,19 @@ def prepare_site(
     report = check_site(root, data)
     good = usable_cases(report, data)
     prepared = []
+    source = SourceFingerprint()
     for case in good:
         loaded = load_case(case.files, data, report.listing.label_remap)
         if loaded.image is None or loaded.label is None:  # pragma: no cover - load_case ensures
             raise DataError(case.files.image, "unreadable", "case vanished while preparing")
-        prepared.append(prepare_case(case.case_id, loaded.image, loaded.label, data))
+        source.add(case.case_id, to_array(loaded.image), to_array(loaded.label))
+        try:
+            prepared.append(prepare_case(case.case_id, loaded.image, loaded.label, data))
+        except DataError as err:
+            raise DataError(case.files.image, err.kind, err.message, err.hint) from None
         if on_case is not None:
             on_case(case.case_id)
-    index = write_cache(prepared, out, data=data, overwrite=overwrite)
+    index = write_cache(
+        prepared, out, data=data, overwrite=overwrite, source_fingerprint=source.hexdigest()
+    )
     return PrepareSummary(index, report, len(prepared), report.bad_case_count)

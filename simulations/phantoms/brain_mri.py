@@ -23,7 +23,13 @@ from simulations.phantoms.fields import SmoothField, smooth_field
 from simulations.phantoms.profiles import INTENSITY_UNIT, SiteProfile
 from simulations.phantoms.render import RenderedCase, labels_of, mix, render, world_coordinates
 from simulations.phantoms.shapes import ellipsoid_radius
-from simulations.phantoms.tumour import TumourShape, draw_radius, draw_shape, resolvable_mm
+from simulations.phantoms.tumour import (
+    LOBULATION,
+    TumourShape,
+    draw_radius,
+    draw_shape,
+    resolvable_mm,
+)
 from simulations.phantoms.warp import random_warp
 
 
@@ -168,13 +174,12 @@ def classify(head: Head, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
     folds = 1.0 + GYRUS_DEPTH_MM / min(white) * head.gyri(x, y, z)
     tissue[ellipsoid_radius(x, y, z, white) <= folds] = Tissue.WHITE_MATTER
     tissue[_paired(x, y, z, DEEP_GREY_CENTRE_MM, DEEP_GREY_SEMI_AXES_MM)] = Tissue.GREY_MATTER
-    ventricles = tuple(s * head.ventricle_scale for s in VENTRICLE_SEMI_AXES_MM)
-    tissue[_paired(x, y, z, VENTRICLE_CENTRE_MM, ventricles)] = Tissue.CSF  # type: ignore[arg-type]
+    a, b, c = (s * head.ventricle_scale for s in VENTRICLE_SEMI_AXES_MM)
+    tissue[_paired(x, y, z, VENTRICLE_CENTRE_MM, (a, b, c))] = Tissue.CSF
     tissue[brain & (np.abs(x) <= FISSURE_HALF_WIDTH_MM) & (z >= FISSURE_BOTTOM_MM)] = Tissue.CSF
     parenchyma = (tissue == Tissue.GREY_MATTER) | (tissue == Tissue.WHITE_MATTER)
-    halo = head.tumour.normalised_radius(x, y, z, OEDEMA_LOBULATION) <= head.oedema_reach
-    tissue[halo & parenchyma] = Tissue.OEDEMA
-    core = head.tumour.normalised_radius(x, y, z)
+    core, halo = head.tumour.normalised_radii(x, y, z, (LOBULATION, OEDEMA_LOBULATION))
+    tissue[(halo <= head.oedema_reach) & parenchyma] = Tissue.OEDEMA
     tissue[(core <= 1.0) & brain] = Tissue.ENHANCING
     tissue[(core <= head.necrotic_fraction) & brain] = Tissue.NECROTIC
     return tissue

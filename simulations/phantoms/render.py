@@ -42,7 +42,10 @@ class RenderedCase:
 
 
 def world_coordinates(geometry: Geometry, offset: Sequence[float] = (0.0, 0.0, 0.0)) -> Coords:
-    """World (LPS, mm) coordinates of every voxel, shifted by ``offset`` voxels (x, y, z)."""
+    """World (LPS, mm) coordinates of every voxel, shifted by ``offset`` voxels (x, y, z).
+
+    float32 (about 0.01 µm at 100 mm): precise enough, and fast to evaluate fields at.
+    """
     direction = np.asarray(geometry.direction).reshape(3, 3)
     steps = []
     for axis, (count, spacing, shift) in enumerate(
@@ -55,7 +58,7 @@ def world_coordinates(geometry: Geometry, offset: Sequence[float] = (0.0, 0.0, 0
     coords = []
     for row in range(3):
         value = geometry.origin[row] + sum(direction[row, col] * steps[col] for col in range(3))
-        coords.append(np.broadcast_to(value, full))
+        coords.append(np.broadcast_to(value, full).astype(np.float32))
     return coords[0], coords[1], coords[2]
 
 

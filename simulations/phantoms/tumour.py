@@ -8,6 +8,7 @@ what the site's grid can show, so every case has every label.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,19 @@ class TumourShape:
         self, x: np.ndarray, y: np.ndarray, z: np.ndarray, lobulation: float = LOBULATION
     ) -> np.ndarray:
         """1 on the tumour's surface, below 1 inside; ``lobulation`` sets how wavy it is."""
+        return self.normalised_radii(x, y, z, (lobulation,))[0]
+
+    def normalised_radii(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, lobulations: Sequence[float]
+    ) -> list[np.ndarray]:
+        """:meth:`normalised_radius` for several lobulations, sharing the work.
+
+        The lobes scale the radius by ``exp(lobulation * field)``: never zero or negative.
+        """
         cx, cy, cz = self.centre
         rho = ellipsoid_radius(x - cx, y - cy, z - cz, self.semi_axes)
-        return rho / (1.0 + lobulation * self.lobes(x, y, z))
+        lobes = self.lobes(x, y, z)
+        return [rho * np.exp(-lobulation * lobes) for lobulation in lobulations]
 
 
 def resolvable_mm(profile: SiteProfile) -> float:

@@ -43,10 +43,12 @@ class CaseWarp:
 
     def __call__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Coords:
         """The anatomy-frame coordinates of the world points (x, y, z)."""
-        centred = (x - self.shift[0], y - self.shift[1], z - self.shift[2])
+        sx, sy, sz = self.shift.tolist()
+        centred = (x - sx, y - sy, z - sz)
         out = []
         for row in range(3):
-            linear = sum(self.matrix[row, col] * centred[col] for col in range(3))
+            m = self.matrix[row].tolist()
+            linear = m[0] * centred[0] + m[1] * centred[1] + m[2] * centred[2]
             out.append(linear + BEND_MM * self.bend[row](x, y, z))
         return out[0], out[1], out[2]
 

@@ -13,7 +13,6 @@ from common.data.crop import crop_or_pad, crop_start, largest_component, mask_ce
 from common.data.imageio import Geometry, from_array
 from common.data.intensity import IntensityMapping
 from common.data.preprocess import (
-    NO_CONTRAST,
     PreparedCase,
     label_on_source,
     prepare_case,
@@ -21,6 +20,7 @@ from common.data.preprocess import (
     to_world_image,
 )
 from common.data.resample import grid_centre, resample_to_reference, respaced_geometry
+from common.data.problems import ProblemKind
 from common.errors import DataError
 
 REAL = (Path(__file__).resolve().parents[2] / "../shared/data/real").resolve()
@@ -201,7 +201,7 @@ def test_an_mri_without_contrast_is_a_data_error() -> None:
     data = DataConfig(modality="mri", target_spacing=(1.0,) * 3, target_shape=(8,) * 3)
     with pytest.raises(DataError, match="no contrast") as caught:
         prepare_case("flat", flat, flat, data)
-    assert caught.value.kind == NO_CONTRAST
+    assert caught.value.kind == ProblemKind.NO_CONTRAST.value
 
 
 # --- orientation -------------------------------------------------------------------------------
