@@ -16,7 +16,7 @@ PRESETS: dict[str, dict[str, Scalar]] = {
         "phantoms.cases-per-site": 4,
         "phantoms.size": 32,
         "data.target-shape": "32,32,32",
-        "data.target-spacing": "7.0,7.0,7.0",
+        "data.target-spacing": "6.25,6.25,6.25",  # the 200 mm reference field of view
     },
     # The smallest run that still goes through every step, for tests.
     "smoke": {
@@ -25,7 +25,7 @@ PRESETS: dict[str, dict[str, Scalar]] = {
         "phantoms.cases-per-site": 2,
         "phantoms.size": 16,
         "data.target-shape": "16,16,16",
-        "data.target-spacing": "14.0,14.0,14.0",
+        "data.target-spacing": "12.5,12.5,12.5",
     },
 }
 

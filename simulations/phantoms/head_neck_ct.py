@@ -98,8 +98,9 @@ TUMOUR_LEVEL_MM = (-10.0, 15.0)
 """Heights of the oropharynx and hypopharynx, where the tumour sits."""
 TUMOUR_ANGLE_DEG = 45.0
 """The tumour grows from the airway's wall within this angle of the left or right direction."""
-TUMOUR_WALL_DEPTH = 0.6
-"""The tumour's centre lies this fraction of its radius outside the airway wall."""
+TUMOUR_WALL_DEPTH = 1.1
+"""The tumour's centre lies this multiple of its radius outside the airway wall: it abuts the
+mucosa, with little of it mixed into the lumen's voxels."""
 
 LABEL_OF_TISSUE = tuple(
     HEAD_NECK_CT.labels["tumour"]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from conftest import tiny_ct
+from conftest import tiny_ct, write_dicom_series
 
 from common.data.imageio import Geometry, read_image, strip_suffix, to_array, write_image
 from common.errors import DataError
@@ -28,32 +27,9 @@ def test_formats_keep_voxels_and_geometry(tmp_path: Path, suffix: str) -> None:
     assert written == ([f"case{suffix}"] if suffix != ".mhd" else ["case.mhd", "case.zraw"])
 
 
-def _write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(image.GetDepth()):
-        slice_image = image[:, :, z]
-        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
-        tags = {
-            "0020|000e": series_uid,
-            "0020|0032": "\\".join(f"{v:f}" for v in origin),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(z + 1),
-            "0028|0030": f"{image.GetSpacing()[1]:f}\\{image.GetSpacing()[0]:f}",
-            "0008|0060": "CT",
-            "0028|1052": "0",
-            "0028|1053": "1",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_image)
-
-
 def test_dicom_series_folder_is_read_as_a_volume(tmp_path: Path) -> None:
     image, _ = tiny_ct()
-    _write_dicom_series(image, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.1")
+    write_dicom_series(image, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.1")
     back = read_image(tmp_path / "series")
     assert back.GetSize() == image.GetSize()
     assert np.allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-3)
@@ -63,8 +39,8 @@ def test_dicom_series_folder_is_read_as_a_volume(tmp_path: Path) -> None:
 
 def test_folder_with_two_series_is_refused(tmp_path: Path) -> None:
     image, _ = tiny_ct()
-    _write_dicom_series(image, tmp_path / "mixed", "1.2.3.1")
-    _write_dicom_series(image, tmp_path / "other", "1.2.3.2")
+    write_dicom_series(image, tmp_path / "mixed", "1.2.3.1")
+    write_dicom_series(image, tmp_path / "other", "1.2.3.2")
     for path in (tmp_path / "other").iterdir():
         path.rename(tmp_path / "mixed" / f"b-{path.name}")
     with pytest.raises(DataError, match="2 DICOM series"):

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import tiny_ct, write_pattern_case
+from conftest import tiny_ct, write_dicom_series, write_pattern_case
 
 from common.config import load_config
 from common.data.layouts import CaseFiles
 from common.data.loading import check_case, load_case
 from common.data.problems import ProblemKind
+from common.data.site import check_site
 from common.errors import DataError
 
 CT = load_config({}).data
@@ -191,3 +192,13 @@ def test_nan_in_nrrd_is_found_too(tmp_path: Path) -> None:
     report = check_case(files, CT, {})
     assert [p.kind for p in report.problems] == [ProblemKind.NON_FINITE]
     assert "3 NaN or infinite" in report.problems[0].message
+
+
+def test_dicom_series_image_in_a_pattern_site(tmp_path: Path) -> None:
+    image, label = tiny_ct()
+    write_dicom_series(image, tmp_path / "p1_ct", "1.2.826.0.1.3680043.2.1125.7")
+    sitk.WriteImage(label, str(tmp_path / "p1_label.nii.gz"))
+    data = load_config({"data.image-pattern": "{case}_ct"}).data
+    report = check_site(tmp_path, data)
+    assert report.ok, report.problems
+    assert report.cases[0].label_counts == {"tumour": 8, "bone": 72}

@@ -19,8 +19,8 @@ from common.data.preprocess import (
     release_geometry,
     to_world_image,
 )
-from common.data.resample import grid_centre, resample_to_reference, respaced_geometry
 from common.data.problems import ProblemKind
+from common.data.resample import grid_centre, resample_to_reference, respaced_geometry
 from common.errors import DataError
 
 REAL = (Path(__file__).resolve().parents[2] / "../shared/data/real").resolve()

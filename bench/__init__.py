@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that write bench/results.json (run them with the project venv)."""
