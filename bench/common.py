@@ -32,9 +32,9 @@ def peak_rss_mib() -> float:
 
 def save(section: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` under ``section`` of bench/results.json, keeping other sections."""
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
     payload["machine"] = {"python": platform.python_version(), "cpu": platform.processor()}
     payload["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results[section] = payload
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(json.dumps({section: payload}, indent=2))

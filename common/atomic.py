@@ -37,6 +37,12 @@ def is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def _default_dir_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 @contextmanager
 def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder that replaces ``out`` only if the block succeeds.
@@ -53,6 +59,7 @@ def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise OutputExistsError(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    staging.chmod(_default_dir_mode())  # mkdtemp makes it owner-only; `out` gets the usual mode
     try:
         yield staging
         if out.exists():

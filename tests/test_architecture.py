@@ -16,8 +16,12 @@ FORBIDDEN = {
 }
 
 
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _imported_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _parse(path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -44,6 +48,6 @@ def test_no_assert_for_validation_in_library_code() -> None:
         str(path.relative_to(ROOT))
         for package in ("common", "client", "server", "evaluator", "simulations")
         for path in (ROOT / package).rglob("*.py")
-        if any(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(path.read_text())))
+        if any(isinstance(node, ast.Assert) for node in ast.walk(_parse(path)))
     ]
     assert offenders == []

@@ -28,8 +28,8 @@ from common.config import DataConfig
 from common.data.crop import body_mask, crop_or_pad, crop_start, mask_centre, window_geometry
 from common.data.imageio import Geometry, from_array, to_array
 from common.data.intensity import IntensityMapping, ct_mapping, mri_mapping
-from common.data.resample import canonical_orientation, resample_to_reference, respaced_geometry
 from common.data.problems import ProblemKind
+from common.data.resample import canonical_orientation, resample_to_reference, respaced_geometry
 from common.errors import DataError
 
 __all__ = [

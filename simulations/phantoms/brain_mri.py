@@ -95,11 +95,11 @@ ANATOMY_JITTER = 0.15
 """Largest relative size change of the ventricles between cases."""
 TUMOUR_CENTRE_RANGE_MM = ((18.0, 32.0), (-30.0, 30.0), (0.0, 30.0))
 """Where a glioma's centre lies: distance from the midline (either side), y and z."""
-NECROTIC_FRACTION = (0.35, 0.6)
+NECROTIC_FRACTION = (0.4, 0.65)
 """The necrotic core's radius as a fraction of the enhancing tumour's."""
-OEDEMA_REACH = (1.4, 2.0)
+OEDEMA_REACH = (1.3, 1.8)
 """The oedema's outer radius as a multiple of the enhancing tumour's."""
-OEDEMA_LOBULATION = 0.25
+OEDEMA_LOBULATION = 0.2
 """Oedema follows white-matter tracts: far more irregular than the tumour itself."""
 
 LABEL_OF_TISSUE = tuple(
@@ -110,6 +110,7 @@ LABEL_OF_TISSUE = tuple(
     }.get(tissue, 0)
     for tissue in Tissue
 )
+"""The BraTS label of each tissue class; healthy tissue is 0."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,13 @@ def draw_head(rng: np.random.Generator, profile: SiteProfile, config: PhantomCon
     )
 
 
-def _paired(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
-            semi_axes: tuple[float, float, float]) -> np.ndarray:
+def _paired(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    centre: tuple[float, float, float],
+    semi_axes: tuple[float, float, float],
+) -> np.ndarray:
     """Inside a left structure or its right mirror image."""
     cx, cy, cz = centre
     return ellipsoid_radius(np.abs(x) - cx, y - cy, z - cz, semi_axes) <= 1.0
@@ -178,7 +184,9 @@ def classify(head: Head, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
     tissue[_paired(x, y, z, VENTRICLE_CENTRE_MM, (a, b, c))] = Tissue.CSF
     tissue[brain & (np.abs(x) <= FISSURE_HALF_WIDTH_MM) & (z >= FISSURE_BOTTOM_MM)] = Tissue.CSF
     parenchyma = (tissue == Tissue.GREY_MATTER) | (tissue == Tissue.WHITE_MATTER)
-    core, halo = head.tumour.normalised_radii(x, y, z, (LOBULATION, OEDEMA_LOBULATION))
+    core, halo = head.tumour.normalised_radii(
+        x, y, z, (LOBULATION, OEDEMA_LOBULATION), within=head.oedema_reach
+    )
     tissue[(halo <= head.oedema_reach) & parenchyma] = Tissue.OEDEMA
     tissue[(core <= 1.0) & brain] = Tissue.ENHANCING
     tissue[(core <= head.necrotic_fraction) & brain] = Tissue.NECROTIC

@@ -14,6 +14,9 @@ import numpy as np
 WAVE_COUNT = 8
 """Plane waves summed per field: enough to look irregular, few enough to stay fast."""
 
+FIELD_BOUND = float(np.sqrt(2.0 * WAVE_COUNT))
+"""No field's value is larger than this in magnitude (every wave in phase)."""
+
 WAVELENGTH_SPREAD = 0.3
 """Each wave's length is the field's wavelength times a factor within 1 ± this."""
 
@@ -31,8 +34,9 @@ class SmoothField:
         Computed in the points' precision: float32 points (as the renderer uses) are fast.
         """
         total = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), dtype=x.dtype)
-        for (kx, ky, kz), phase in zip(self.wave_vectors.tolist(), self.phases.tolist(),
-                                       strict=True):
+        for (kx, ky, kz), phase in zip(
+            self.wave_vectors.tolist(), self.phases.tolist(), strict=True
+        ):
             total += np.cos(kx * x + ky * y + kz * z + phase)
         return total * float(np.sqrt(2.0 / len(self.phases)))
 

@@ -28,7 +28,13 @@ from simulations.phantoms.shapes import (
     shell,
     slab_distance,
 )
-from simulations.phantoms.tumour import TumourShape, draw_radius, draw_shape, resolvable_mm
+from simulations.phantoms.tumour import (
+    LOBULATION,
+    TumourShape,
+    draw_radius,
+    draw_shape,
+    resolvable_mm,
+)
 from simulations.phantoms.warp import random_warp
 
 
@@ -48,7 +54,7 @@ class Tissue(IntEnum):
 AIR_HU = -1000.0
 FAT_HU = -100.0
 SOFT_TISSUE_HU = 40.0
-TUMOUR_CONTRAST_HU = 35.0
+TUMOUR_CONTRAST_HU = 40.0
 """Mean enhancement of a squamous-cell carcinoma over muscle: low contrast."""
 TUMOUR_TEXTURE_HU = 12.0
 """Standard deviation of the tumour's heterogeneous texture."""
@@ -103,13 +109,14 @@ TUMOUR_WALL_DEPTH = 1.1
 mucosa, with little of it mixed into the lumen's voxels."""
 
 LABEL_OF_TISSUE = tuple(
-    HEAD_NECK_CT.labels["tumour"]
-    if tissue == Tissue.TUMOUR
-    else HEAD_NECK_CT.labels["bone"]
-    if tissue in (Tissue.TRABECULAR, Tissue.CORTICAL)
-    else 0
+    {
+        Tissue.TUMOUR: HEAD_NECK_CT.labels["tumour"],
+        Tissue.TRABECULAR: HEAD_NECK_CT.labels["bone"],
+        Tissue.CORTICAL: HEAD_NECK_CT.labels["bone"],
+    }.get(tissue, 0)
     for tissue in Tissue
 )
+"""The label of each tissue class: tumour 1, cortical and trabecular bone 2, the rest 0."""
 
 
 @dataclass(frozen=True)
@@ -147,14 +154,20 @@ def draw_neck(rng: np.random.Generator, profile: SiteProfile, config: PhantomCon
 
 def spine_distance(neck: Neck, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Signed distance to the cervical spine: bodies, arches and spinous processes."""
-    level = slab_distance(periodic(z, neck.vertebra_phase_mm, VERTEBRA_PITCH_MM), 0.0,
-                          VERTEBRA_HALF_HEIGHT_MM)
+    level = slab_distance(
+        periodic(z, neck.vertebra_phase_mm, VERTEBRA_PITCH_MM), 0.0, VERTEBRA_HALF_HEIGHT_MM
+    )
     body = ellipse_distance(x, y - VERTEBRA_CENTRE_Y_MM, *VERTEBRA_SEMI_AXES_MM)
     ring = np.hypot(x, y - CANAL_CENTRE_Y_MM) - CANAL_RADIUS_MM - ARCH_THICKNESS_MM / 2.0
     arch = np.abs(ring) - ARCH_THICKNESS_MM / 2.0
-    spinous = np.maximum(np.abs(x) - SPINOUS_HALF_WIDTH_MM,
-                         slab_distance(y, (CANAL_CENTRE_Y_MM + SPINOUS_END_Y_MM) / 2.0,
-                                       (SPINOUS_END_Y_MM - CANAL_CENTRE_Y_MM) / 2.0))
+    spinous = np.maximum(
+        np.abs(x) - SPINOUS_HALF_WIDTH_MM,
+        slab_distance(
+            y,
+            (CANAL_CENTRE_Y_MM + SPINOUS_END_Y_MM) / 2.0,
+            (SPINOUS_END_Y_MM - CANAL_CENTRE_Y_MM) / 2.0,
+        ),
+    )
     vertebrae = np.maximum(np.minimum(np.minimum(body, arch), spinous), level)
     return np.maximum(vertebrae, z - COLUMN_TOP_MM)
 
@@ -188,7 +201,7 @@ def classify(neck: Neck, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
         z <= AIRWAY_TOP_MM
     )
     tissue[airway & inside(flesh)] = Tissue.AIRWAY
-    tumour = neck.tumour.normalised_radius(x, y, z) <= 1.0
+    tumour = neck.tumour.normalised_radii(x, y, z, (LOBULATION,), within=1.0)[0] <= 1.0
     tissue[tumour & inside(flesh)] = Tissue.TUMOUR
     bones = np.minimum(
         np.minimum(spine_distance(neck, x, y, z), mandible_distance(x, y, z)),
@@ -217,15 +230,15 @@ def render_ct(
         len(Tissue),
     )
     centres = drawn.centres
-    hu = {
+    tumour = SOFT_TISSUE_HU + TUMOUR_CONTRAST_HU
+    trabecular = TRABECULAR_HU + TRABECULAR_TEXTURE_HU * neck.trabecular_texture(*centres)
+    hu: dict[Tissue, float | np.ndarray] = {
         Tissue.AIR: AIR_HU,
         Tissue.FAT: FAT_HU,
         Tissue.SOFT_TISSUE: SOFT_TISSUE_HU,
         Tissue.AIRWAY: AIR_HU,
-        Tissue.TUMOUR: SOFT_TISSUE_HU + TUMOUR_CONTRAST_HU
-        + TUMOUR_TEXTURE_HU * neck.tumour_texture(*centres),
-        Tissue.TRABECULAR: TRABECULAR_HU
-        + TRABECULAR_TEXTURE_HU * neck.trabecular_texture(*centres),
+        Tissue.TUMOUR: tumour + TUMOUR_TEXTURE_HU * neck.tumour_texture(*centres),
+        Tissue.TRABECULAR: trabecular,
         Tissue.CORTICAL: CORTICAL_HU,
     }
     image = scanner.blur(mix(drawn.fractions, [hu[t] for t in Tissue]))

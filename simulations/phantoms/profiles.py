@@ -78,6 +78,16 @@ class SiteProfile:
             direction=self.direction,
         )
 
+    def describe(self) -> str:
+        """One line for logs: how this site differs."""
+        flips = "".join("-" if self.direction[4 * i] < 0 else "+" for i in range(3))
+        return (
+            f"{self.name}: {'x'.join(map(str, self.shape))} voxels of "
+            f"{'x'.join(f'{s:.2f}' for s in self.spacing)} mm, axes {flips}, "
+            f"gain {self.gain:.3f}, offset {self.offset:+.1f}, noise sd {self.noise_sd:.1f}, "
+            f"tumour scale {self.tumour_scale:.2f}"
+        )
+
 
 def check_modality(modality: str) -> None:
     """Raise :class:`ConfigError` unless ``modality`` is one the phantoms can draw."""
@@ -134,8 +144,11 @@ def site_profiles(modality: str, config: FedsynthConfig) -> list[SiteProfile]:
                 index=i,
                 name=site_name(i, n),
                 modality=modality,
-                shape=(_shape(fov[0], spacing[0]), _shape(fov[1], spacing[1]),
-                       _shape(fov[2], spacing[2])),
+                shape=(
+                    _shape(fov[0], spacing[0]),
+                    _shape(fov[1], spacing[1]),
+                    _shape(fov[2], spacing[2]),
+                ),
                 spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
                 direction=STORED_DIRECTIONS[turns[i] % len(STORED_DIRECTIONS)],
                 gain=float(gain[i]),

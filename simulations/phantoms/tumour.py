@@ -3,7 +3,8 @@
 A tumour is described by its normalised radius, 1 on its surface: compartments (a necrotic core,
 an oedema halo) are the levels below or above 1. Sizes are drawn uniformly between
 ``phantoms.tumour-radius-min-mm`` and ``-max-mm``, times the site's tumour scale, and never below
-what the site's grid can show, so every case has every label.
+what the site's grid can show, so that every case has every label (on grids of 16 voxels a side
+or more; coarser grids cannot hold the anatomy).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import PhantomConfig
-from simulations.phantoms.fields import SmoothField, smooth_field
+from simulations.phantoms.fields import FIELD_BOUND, SmoothField, smooth_field
 from simulations.phantoms.profiles import SiteProfile
 from simulations.phantoms.shapes import ellipsoid_radius
 
@@ -46,23 +47,30 @@ class TumourShape:
         """The tumour's smallest semi-axis, in mm."""
         return min(self.semi_axes)
 
-    def normalised_radius(
-        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, lobulation: float = LOBULATION
-    ) -> np.ndarray:
-        """1 on the tumour's surface, below 1 inside; ``lobulation`` sets how wavy it is."""
-        return self.normalised_radii(x, y, z, (lobulation,))[0]
-
     def normalised_radii(
-        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, lobulations: Sequence[float]
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        z: np.ndarray,
+        lobulations: Sequence[float],
+        within: float,
     ) -> list[np.ndarray]:
-        """:meth:`normalised_radius` for several lobulations, sharing the work.
+        """1 on the tumour's surface and below 1 inside, for each lobulation (how wavy it is).
 
         The lobes scale the radius by ``exp(lobulation * field)``: never zero or negative.
+        Only points that may lie ``within`` this normalised radius are worked out; the others
+        are ``inf``.
         """
         cx, cy, cz = self.centre
         rho = ellipsoid_radius(x - cx, y - cy, z - cz, self.semi_axes)
-        lobes = self.lobes(x, y, z)
-        return [rho * np.exp(-lobulation * lobes) for lobulation in lobulations]
+        near = rho <= within * np.exp(max(lobulations) * FIELD_BOUND)
+        lobes = self.lobes(x[near], y[near], z[near])
+        radii = []
+        for lobulation in lobulations:
+            radius = np.full(rho.shape, np.inf, dtype=rho.dtype)
+            radius[near] = rho[near] * np.exp(-lobulation * lobes)
+            radii.append(radius)
+        return radii
 
 
 def resolvable_mm(profile: SiteProfile) -> float:
@@ -77,7 +85,9 @@ def draw_radius(rng: np.random.Generator, profile: SiteProfile, config: PhantomC
 
 
 def draw_shape(
-    rng: np.random.Generator, centre: tuple[float, float, float], radius_mm: float,
+    rng: np.random.Generator,
+    centre: tuple[float, float, float],
+    radius_mm: float,
     smallest_mm: float,
 ) -> TumourShape:
     """A lobulated ellipsoid at ``centre``; its smallest semi-axis is at least ``smallest_mm``."""

@@ -43,13 +43,25 @@ class CaseWarp:
 
     def __call__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Coords:
         """The anatomy-frame coordinates of the world points (x, y, z)."""
+        return self.affine(x, y, z, self.displacement(x, y, z))
+
+    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Coords:
+        """The smooth bend (mm) at the world points (x, y, z)."""
+        return (
+            BEND_MM * self.bend[0](x, y, z),
+            BEND_MM * self.bend[1](x, y, z),
+            BEND_MM * self.bend[2](x, y, z),
+        )
+
+    def affine(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, displacement: Coords) -> Coords:
+        """The anatomy-frame coordinates of (x, y, z), given the bend there."""
         sx, sy, sz = self.shift.tolist()
         centred = (x - sx, y - sy, z - sz)
         out = []
         for row in range(3):
             m = self.matrix[row].tolist()
             linear = m[0] * centred[0] + m[1] * centred[1] + m[2] * centred[2]
-            out.append(linear + BEND_MM * self.bend[row](x, y, z))
+            out.append(linear + displacement[row])
         return out[0], out[1], out[2]
 
 

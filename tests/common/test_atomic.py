@@ -60,3 +60,12 @@ def test_atomic_text_replaces_whole_file(tmp_path: Path) -> None:
     atomic_write_text(path, '{"a": 1}')
     assert path.read_text() == '{"a": 1}'
     assert [p.name for p in path.parent.iterdir()] == ["f.json"]
+
+
+def test_directory_gets_the_usual_permissions(tmp_path: Path) -> None:
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    with atomic_directory(out):
+        pass
+    plain.mkdir()
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert out.stat().st_mode & 0o055  # group and others may read, unlike mkdtemp's 0700
