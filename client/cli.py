@@ -32,7 +32,7 @@ SkipBadOption = typer.Option(
 
 
 def _range(report_range: tuple[float, float] | None) -> str:
-    return "-" if report_range is None else f"{report_range[0]:g} .. {report_range[1]:g}"
+    return "-" if report_range is None else f"{report_range[0]:.5g} .. {report_range[1]:.5g}"
 
 
 def site_table(report: SiteReport) -> Table:
@@ -48,7 +48,7 @@ def site_table(report: SiteReport) -> Table:
         table.add_row(
             case.case_id,
             "x".join(str(s) for s in case.shape) or "-",
-            "x".join(f"{s:g}" for s in case.spacing) or "-",
+            "x".join(f"{s:.3g}" for s in case.spacing) or "-",
             _range(case.intensity_range),
             counts or "-",
             problems or "[green]ok[/]",

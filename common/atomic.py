@@ -12,6 +12,13 @@ from pathlib import Path
 from common.errors import OutputExistsError
 
 
+def _default_mode(requested: int) -> int:
+    """The mode a plain ``open``/``mkdir`` would give: ``requested`` less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return requested & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +28,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode(0o666))  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -35,12 +43,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 def is_nonempty_dir(path: Path) -> bool:
     """True when ``path`` is a folder holding at least one entry."""
     return path.is_dir() and any(path.iterdir())
-
-
-def _default_dir_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 @contextmanager
@@ -59,7 +61,7 @@ def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise OutputExistsError(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-    staging.chmod(_default_dir_mode())  # mkdtemp makes it owner-only; `out` gets the usual mode
+    staging.chmod(_default_mode(0o777))  # mkdtemp makes it owner-only; `out` gets the usual mode
     try:
         yield staging
         if out.exists():

@@ -7,9 +7,12 @@ path (names and indices), so adding a new stage never shifts the seeds of the ot
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _word(part: str | int) -> int:
@@ -32,6 +35,8 @@ def numpy_rng(root_seed: int, *path: str | int) -> np.random.Generator:
 
 def torch_generator(root_seed: int, *path: str | int, device: str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` for the stage named by ``path``, to pass explicitly."""
+    import torch  # here, so that commands without models start without loading torch
+
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(root_seed, *path))
     return generator

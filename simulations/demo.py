@@ -10,7 +10,9 @@ from rich.table import Table
 
 from common.cli.support import console, progress
 from common.config import FedsynthConfig
+from common.data.cache import read_cache
 from common.data.site import prepare_site
+from common.reports.figures import CT_SOFT_TISSUE_WINDOW, GalleryRow, write_triplanar
 from simulations.phantoms import write_cohort
 
 
@@ -23,6 +25,18 @@ class DemoSite:
     prepared: int
     cache: Path
     fingerprint: str
+
+
+def write_gallery(caches: list[Path], config: FedsynthConfig, path: Path) -> None:
+    """A tri-planar picture of each site's first prepared case (CT in HU, soft-tissue window)."""
+    rows = []
+    for cache in caches:
+        _, cases = read_cache(cache)
+        case = cases[0]
+        image = case.intensity.inverse(case.image) if config.data.modality == "ct" else case.image
+        rows.append(GalleryRow(cache.name, image, case.label, config.data.target_spacing))
+    window = CT_SOFT_TISSUE_WINDOW if config.data.modality == "ct" else (-1.0, 1.0)
+    write_triplanar(rows, window, path)
 
 
 def run_demo(config: FedsynthConfig, out: Path, *, overwrite: bool) -> list[DemoSite]:
@@ -49,6 +63,8 @@ def run_demo(config: FedsynthConfig, out: Path, *, overwrite: bool) -> list[Demo
                 )
             )
             bar.advance(check)
+    gallery = out / "phantoms.png"
+    write_gallery([site.cache for site in sites], config, gallery)
     table = Table(title=f"fedsynth demo: {config.data.modality} phantoms")
     for column in ("site", "cases", "prepared", "cache", "fingerprint"):
         table.add_column(column)
@@ -57,5 +73,6 @@ def run_demo(config: FedsynthConfig, out: Path, *, overwrite: bool) -> list[Demo
             site.name, str(site.cases), str(site.prepared), str(site.cache), site.fingerprint[:12]
         )
     console.print(table)
+    console.print(f"one case per site, three planes: {gallery}")
     console.print(f"done in {time.perf_counter() - started:.1f} s; everything is in {out}")
     return sites

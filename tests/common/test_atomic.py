@@ -69,3 +69,10 @@ def test_directory_gets_the_usual_permissions(tmp_path: Path) -> None:
     plain.mkdir()
     assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     assert out.stat().st_mode & 0o055  # group and others may read, unlike mkdtemp's 0700
+
+
+def test_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["atomic.txt"] == modes["plain.txt"]
