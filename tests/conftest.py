@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from common.config import PhantomConfig
+
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ["COLUMNS"] = "200"  # rich wraps at 80 columns when not on a terminal
@@ -78,3 +80,18 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None
             slice_image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(slice_image)
+
+
+def calibrated_phantoms() -> PhantomConfig:
+    """A calibrated scanner with very little noise and large tumours: values checked tightly."""
+    return PhantomConfig(
+        size=32,
+        sites=2,
+        site_intensity_scale=0.0,
+        site_intensity_offset=0.0,
+        noise_min=0.002,
+        noise_max=0.002,
+        tumour_radius_min_mm=18.0,
+        tumour_radius_max_mm=20.0,
+        site_tumour_scale=0.0,
+    )

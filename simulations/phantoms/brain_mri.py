@@ -21,7 +21,14 @@ from common.data.schema import BRAIN_GLIOMA_MRI
 from simulations.phantoms import scanner
 from simulations.phantoms.fields import SmoothField, smooth_field
 from simulations.phantoms.profiles import INTENSITY_UNIT, SiteProfile
-from simulations.phantoms.render import RenderedCase, labels_of, mix, render, world_coordinates
+from simulations.phantoms.render import (
+    RenderedCase,
+    label_table,
+    labels_of,
+    mix,
+    render,
+    world_coordinates,
+)
 from simulations.phantoms.shapes import ellipsoid_radius
 from simulations.phantoms.tumour import (
     LOBULATION,
@@ -102,13 +109,13 @@ OEDEMA_REACH = (1.3, 1.8)
 OEDEMA_LOBULATION = 0.2
 """Oedema follows white-matter tracts: far more irregular than the tumour itself."""
 
-LABEL_OF_TISSUE = tuple(
+LABEL_OF_TISSUE = label_table(
+    Tissue,
     {
         Tissue.NECROTIC: BRAIN_GLIOMA_MRI.labels["necrotic_core"],
         Tissue.OEDEMA: BRAIN_GLIOMA_MRI.labels["oedema"],
         Tissue.ENHANCING: BRAIN_GLIOMA_MRI.labels["enhancing_tumour"],
-    }.get(tissue, 0)
-    for tissue in Tissue
+    },
 )
 """The BraTS label of each tissue class; healthy tissue is 0."""
 

@@ -19,7 +19,7 @@ from common.data.schema import HEAD_NECK_CT
 from simulations.phantoms import scanner
 from simulations.phantoms.fields import SmoothField, smooth_field
 from simulations.phantoms.profiles import SiteProfile
-from simulations.phantoms.render import RenderedCase, labels_of, mix, render
+from simulations.phantoms.render import RenderedCase, label_table, labels_of, mix, render
 from simulations.phantoms.shapes import (
     ellipse_distance,
     ellipse_radius,
@@ -108,13 +108,13 @@ TUMOUR_WALL_DEPTH = 1.1
 """The tumour's centre lies this multiple of its radius outside the airway wall: it abuts the
 mucosa, with little of it mixed into the lumen's voxels."""
 
-LABEL_OF_TISSUE = tuple(
+LABEL_OF_TISSUE = label_table(
+    Tissue,
     {
         Tissue.TUMOUR: HEAD_NECK_CT.labels["tumour"],
         Tissue.TRABECULAR: HEAD_NECK_CT.labels["bone"],
         Tissue.CORTICAL: HEAD_NECK_CT.labels["bone"],
-    }.get(tissue, 0)
-    for tissue in Tissue
+    },
 )
 """The label of each tissue class: tumour 1, cortical and trabecular bone 2, the rest 0."""
 

@@ -8,7 +8,7 @@ Labels are the tissue at the voxel centre (nearest-neighbour), as a rater would 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +100,11 @@ def mix(fractions: np.ndarray, values: Sequence[float | np.ndarray]) -> np.ndarr
     for share, value in zip(fractions, values, strict=True):
         image += share * value
     return image
+
+
+def label_table(tissues: Iterable[int], labels: Mapping[int, int]) -> tuple[int, ...]:
+    """A tissue-to-label table: ``labels[tissue]`` where given, 0 (background) elsewhere."""
+    return tuple(labels.get(tissue, 0) for tissue in tissues)
 
 
 def labels_of(tissue: np.ndarray, label_of_tissue: Sequence[int]) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import calibrated_phantoms
 from scipy import ndimage
 
 from common.config import FedsynthConfig, PhantomConfig
@@ -13,18 +14,7 @@ from simulations.phantoms.case import render_case
 from simulations.phantoms.head_neck_ct import Tissue
 from simulations.phantoms.render import RenderedCase
 
-# A calibrated scanner with very little noise: tissue values can be checked tightly.
-CALIBRATED = PhantomConfig(
-    size=32,
-    sites=2,
-    site_intensity_scale=0.0,
-    site_intensity_offset=0.0,
-    noise_min=0.002,
-    noise_max=0.002,
-    tumour_radius_min_mm=18.0,
-    tumour_radius_max_mm=20.0,
-    site_tumour_scale=0.0,
-)
+CALIBRATED = calibrated_phantoms()
 
 
 @pytest.fixture(scope="module")

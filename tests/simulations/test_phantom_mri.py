@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import calibrated_phantoms
 
 from common.config import FedsynthConfig, PhantomConfig
 from simulations.phantoms import site_profiles
@@ -11,17 +12,7 @@ from simulations.phantoms.brain_mri import Tissue
 from simulations.phantoms.case import render_case
 from simulations.phantoms.render import RenderedCase
 
-CALIBRATED = PhantomConfig(
-    size=32,
-    sites=2,
-    site_intensity_scale=0.0,
-    site_intensity_offset=0.0,
-    noise_min=0.002,
-    noise_max=0.002,
-    tumour_radius_min_mm=18.0,
-    tumour_radius_max_mm=20.0,
-    site_tumour_scale=0.0,
-)
+CALIBRATED = calibrated_phantoms()
 
 
 @pytest.fixture(scope="module")
