@@ -26,6 +26,7 @@ from common.errors import ConfigError
 Scalar = bool | int | float | str
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
+IntList = tuple[int, ...]
 
 LOGGER = logging.getLogger("fedsynth.config")
 
@@ -229,6 +230,126 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Which generator family, and the size of its networks."""
+
+    family: str = setting(
+        "diffusion", "generator family: gan or diffusion", choices=("gan", "diffusion")
+    )
+    spatial_dims: int = setting(
+        3, "3 for volumes; 2 trains on the middle axial slice (fast experiments)",
+        minimum=2, maximum=3,
+    )
+    channels: IntList = setting(
+        (16, 32, 32), "feature widths of the networks' resolution levels, e.g. '32,64,128'",
+        minimum=4, maximum=1024,
+    )
+    norm_groups: int = setting(
+        8, "GroupNorm groups (BatchNorm is never used: it breaks DP-SGD)", minimum=1
+    )
+    num_res_blocks: int = setting(1, "diffusion: residual blocks per level", minimum=1)
+    diffusion_steps: int = setting(
+        1000, "diffusion: DDPM training timesteps", minimum=10, maximum=10000
+    )
+    beta_schedule: str = setting(
+        "scaled_linear_beta", "diffusion: noise schedule (MONAI's names)",
+        choices=("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"),
+    )
+    sampler: str = setting(
+        "ddim", "diffusion: sampler for synthetic cases", choices=("ddim", "ddpm")
+    )
+    sampling_steps: int = setting(50, "diffusion: DDIM steps", minimum=1, maximum=10000)
+    latent_channels: int = setting(
+        8, "GAN: channels of the noise the label-map generator starts from", minimum=1
+    )
+    gan_loss: str = setting(
+        "lsgan", "GAN: adversarial loss", choices=("lsgan", "hinge", "bce")
+    )
+    l1_weight: float = setting(
+        0.0,
+        "GAN: weight of the L1 loss between images generated for real label maps and the real "
+        "images (must be 0 with DP-SGD: it would give the generator real voxels)",
+        minimum=0.0,
+    )
+    tumour_weight: float = setting(
+        5.0, "GAN: extra L1 weight inside the tumour, as in the study", minimum=0.0
+    )
+    feature_matching_weight: float = setting(
+        0.0,
+        "GAN: weight of discriminator feature matching (must be 0 with DP-SGD)",
+        minimum=0.0,
+    )
+    label_temperature: float = setting(
+        1.0, "GAN: Gumbel-softmax temperature of the label-map generator", minimum=0.01
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields("model", self)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Local training at a site: batches, epochs, optimiser, checkpoints, device."""
+
+    batch_size: int = setting(
+        4, "expected cases per step (Poisson-sampled with DP-SGD)", minimum=1, maximum=4096
+    )
+    local_epochs: int = setting(
+        1, "passes over the site's cases per run or federated round", minimum=1
+    )
+    max_steps: int = setting(
+        0, "stop a run or round after this many steps (0: no limit)", minimum=0
+    )
+    learning_rate: float = setting(2e-4, "Adam learning rate of generators", minimum=0.0)
+    discriminator_learning_rate: float = setting(
+        2e-4, "Adam learning rate of the GAN discriminator", minimum=0.0
+    )
+    adam_beta1: float = setting(0.5, "Adam beta1", minimum=0.0, maximum=1.0)
+    adam_beta2: float = setting(0.999, "Adam beta2", minimum=0.0, maximum=1.0)
+    checkpoint_every: int = setting(
+        50, "save a resumable checkpoint every this many steps", minimum=1
+    )
+    device: str = setting(
+        "auto", "auto (a GPU when present), cpu or cuda", choices=("auto", "cpu", "cuda")
+    )
+    amp: bool = setting(True, "mixed precision on GPU (ignored on CPU)")
+
+    def __post_init__(self) -> None:
+        _check_fields("training", self)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """DP-SGD with Opacus on the networks that see real data, and the site's budget."""
+
+    enabled: bool = setting(True, "train the networks that see real data with DP-SGD")
+    noise_multiplier: float = setting(
+        1.0, "Gaussian noise std relative to the clipping norm (ignored with target-epsilon)",
+        minimum=0.0,
+    )
+    target_epsilon: float = setting(
+        0.0,
+        "if > 0, choose the noise multiplier so the planned steps spend this epsilon",
+        minimum=0.0,
+    )
+    max_grad_norm: float = setting(1.0, "per-sample gradient clipping norm", minimum=1e-6)
+    delta: float = setting(1e-5, "the delta of (epsilon, delta)-DP", minimum=0.0, maximum=0.1)
+    budget_epsilon: float = setting(
+        10.0, "a site's total epsilon; training that would exceed it is refused", minimum=0.0
+    )
+    accountant: str = setting("rdp", "privacy accountant", choices=("rdp", "prv"))
+    grad_sample_mode: str = setting(
+        "hooks", "Opacus per-sample gradient mode", choices=("hooks", "functorch", "ew")
+    )
+    secure_rng: bool = setting(
+        False, "cryptographically secure noise (slower; for production releases)"
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields("privacy", self)
+
+
+@dataclass(frozen=True)
 class FedsynthConfig:
     """Every run setting of fedsynth, one section per concern."""
 
@@ -236,15 +357,29 @@ class FedsynthConfig:
     data: DataConfig = field(default_factory=DataConfig)
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _check_fields("", self)
+        if self.privacy.enabled and (
+            self.model.l1_weight > 0 or self.model.feature_matching_weight > 0
+        ) and self.model.family == "gan":
+            raise ConfigError(
+                "model.l1-weight and model.feature-matching-weight must be 0 with DP-SGD "
+                "(privacy.enabled=true): both feed real voxels to the GAN generator, which "
+                "DP-SGD does not protect. Set them to 0, or privacy.enabled=false"
+            )
 
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "phantoms": PhantomConfig,
     "federation": FederationConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "privacy": PrivacyConfig,
 }
 TOP_LEVEL = ("seed",)
 
@@ -256,17 +391,20 @@ class SiteConfig:
     data_path: Path | None
     site_name: str
     cache_dir: Path | None
+    ledger_dir: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Scalar]) -> SiteConfig:
-        """Read ``data-path``, ``site-name`` and ``cache-dir`` from a node config."""
+        """Read ``data-path``, ``site-name``, ``cache-dir`` and ``ledger-dir`` from a node config."""
         data_path = node_config.get("data-path")
         cache_dir = node_config.get("cache-dir")
+        ledger_dir = node_config.get("ledger-dir")
         name = node_config.get("site-name", node_config.get("partition-id", "site"))
         return cls(
             data_path=Path(str(data_path)) if data_path else None,
             site_name=str(name),
             cache_dir=Path(str(cache_dir)) if cache_dir else None,
+            ledger_dir=Path(str(ledger_dir)) if ledger_dir else None,
         )
 
 
@@ -339,6 +477,13 @@ def _coerce(key: str, value: Scalar, target: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} = {value!r} must be a string (quote it)")
+    if typing.get_origin(target) is tuple and typing.get_args(target)[1:] == (Ellipsis,):
+        items = str(value).split(",") if isinstance(value, str) else [value]
+        parsed = tuple(_coerce(key, item.strip() if isinstance(item, str) else item, int)
+                       for item in items if not isinstance(item, str) or item.strip())
+        if not parsed:
+            raise ConfigError(f"{key} = {value!r} must list whole numbers, as '16,32,64'")
+        return parsed
     if typing.get_origin(target) is tuple:
         item_type = typing.get_args(target)[0]
         parts: list[Scalar] = (

@@ -68,7 +68,7 @@ def test_unknown_key_lists_valid_ones_and_suggests() -> None:
     assert "phantoms.cases-per-site" in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["data.target_shape", "nosection.x", "model.family"])
+@pytest.mark.parametrize("key", ["data.target_shape", "nosection.x", "model.colour"])
 def test_unknown_or_snake_case_keys_are_rejected(key: str) -> None:
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config({key: 1})
@@ -164,3 +164,20 @@ def test_site_values_come_from_node_config() -> None:
     assert site.cache_dir is None
     assert SiteConfig.from_node_config({"partition-id": 2}).site_name == "2"
     assert "data.data-path" not in valid_keys()
+
+
+def test_lists_of_widths() -> None:
+    assert load_config({"model.channels": "32, 64,128"}).model.channels == (32, 64, 128)
+    assert load_config({"model.channels": 24}).model.channels == (24,)
+    with pytest.raises(ConfigError, match="below its minimum 4"):
+        load_config({"model.channels": "16,2"})
+    with pytest.raises(ConfigError, match="must be a whole number"):
+        load_config({"model.channels": "16,x"})
+
+
+def test_gan_losses_that_feed_real_voxels_to_the_generator_need_dp_off() -> None:
+    settings = {"model.family": "gan", "model.l1-weight": 10.0}
+    with pytest.raises(ConfigError, match="must be 0 with DP-SGD"):
+        load_config(settings)
+    assert load_config({**settings, "privacy.enabled": False}).model.l1_weight == 10.0
+    assert load_config({"model.family": "gan"}).privacy.enabled
