@@ -237,12 +237,16 @@ class ModelConfig:
         "diffusion", "generator family: gan or diffusion", choices=("gan", "diffusion")
     )
     spatial_dims: int = setting(
-        3, "3 for volumes; 2 trains on the middle axial slice (fast experiments)",
-        minimum=2, maximum=3,
+        3,
+        "3 for volumes; 2 trains on the middle axial slice (fast experiments)",
+        minimum=2,
+        maximum=3,
     )
     channels: IntList = setting(
-        (16, 32, 32), "feature widths of the networks' resolution levels, e.g. '32,64,128'",
-        minimum=4, maximum=1024,
+        (16, 32, 32),
+        "feature widths of the networks' resolution levels, e.g. '32,64,128'",
+        minimum=4,
+        maximum=1024,
     )
     norm_groups: int = setting(
         8, "GroupNorm groups (BatchNorm is never used: it breaks DP-SGD)", minimum=1
@@ -252,7 +256,8 @@ class ModelConfig:
         1000, "diffusion: DDPM training timesteps", minimum=10, maximum=10000
     )
     beta_schedule: str = setting(
-        "scaled_linear_beta", "diffusion: noise schedule (MONAI's names)",
+        "scaled_linear_beta",
+        "diffusion: noise schedule (MONAI's names)",
         choices=("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"),
     )
     sampler: str = setting(
@@ -262,9 +267,7 @@ class ModelConfig:
     latent_channels: int = setting(
         8, "GAN: channels of the noise the label-map generator starts from", minimum=1
     )
-    gan_loss: str = setting(
-        "lsgan", "GAN: adversarial loss", choices=("lsgan", "hinge", "bce")
-    )
+    gan_loss: str = setting("lsgan", "GAN: adversarial loss", choices=("lsgan", "hinge", "bce"))
     l1_weight: float = setting(
         0.0,
         "GAN: weight of the L1 loss between images generated for real label maps and the real "
@@ -324,7 +327,8 @@ class PrivacyConfig:
 
     enabled: bool = setting(True, "train the networks that see real data with DP-SGD")
     noise_multiplier: float = setting(
-        1.0, "Gaussian noise std relative to the clipping norm (ignored with target-epsilon)",
+        1.0,
+        "Gaussian noise std relative to the clipping norm (ignored with target-epsilon)",
         minimum=0.0,
     )
     target_epsilon: float = setting(
@@ -363,9 +367,11 @@ class FedsynthConfig:
 
     def __post_init__(self) -> None:
         _check_fields("", self)
-        if self.privacy.enabled and (
-            self.model.l1_weight > 0 or self.model.feature_matching_weight > 0
-        ) and self.model.family == "gan":
+        if (
+            self.privacy.enabled
+            and (self.model.l1_weight > 0 or self.model.feature_matching_weight > 0)
+            and self.model.family == "gan"
+        ):
             raise ConfigError(
                 "model.l1-weight and model.feature-matching-weight must be 0 with DP-SGD "
                 "(privacy.enabled=true): both feed real voxels to the GAN generator, which "
@@ -479,8 +485,11 @@ def _coerce(key: str, value: Scalar, target: Any) -> Any:
         raise ConfigError(f"{key} = {value!r} must be a string (quote it)")
     if typing.get_origin(target) is tuple and typing.get_args(target)[1:] == (Ellipsis,):
         items = str(value).split(",") if isinstance(value, str) else [value]
-        parsed = tuple(_coerce(key, item.strip() if isinstance(item, str) else item, int)
-                       for item in items if not isinstance(item, str) or item.strip())
+        parsed = tuple(
+            _coerce(key, item.strip() if isinstance(item, str) else item, int)
+            for item in items
+            if not isinstance(item, str) or item.strip()
+        )
         if not parsed:
             raise ConfigError(f"{key} = {value!r} must list whole numbers, as '16,32,64'")
         return parsed

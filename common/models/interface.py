@@ -1,0 +1,107 @@
+"""The one interface every generator family satisfies (GAN and diffusion alike).
+
+A model owns named networks (``nets``) and one optimiser per network (``optimizers``).
+``private_networks`` names the networks that see real data: those, and only those, are trained
+with DP-SGD; the others only ever see synthetic data or those networks' outputs, so they are
+post-processing and cost no privacy. The trainer makes the private networks private by replacing
+``nets[name]`` with Opacus' wrapped module and ``optimizers[name]`` with its DP optimiser, so a
+family must always reach its networks and optimisers through these two dicts.
+
+Tensors: images ``(B, 1, *spatial)`` in [-1, 1]; label maps ``(B, *spatial)`` of class indices
+(0 = background, then the schema's labels). ``spatial`` is (z, y, x) in 3D, (y, x) in 2D.
+Every random draw takes an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from common.config import ModelConfig, TrainingConfig
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Real training pairs: ``image`` (B, 1, *spatial) float, ``label`` (B, *spatial) long."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SyntheticPairs:
+    """Generated pairs, same layout as :class:`Batch`."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network inside an Opacus ``GradSampleModule`` (or the module itself)."""
+    inner = getattr(module, "_module", None)
+    return inner if isinstance(inner, nn.Module) else module
+
+
+class GenerativeModel(ABC):
+    """A generator of (image, label map) pairs, trained at a site and federated by name."""
+
+    family: ClassVar[str]
+    private_networks: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        training: TrainingConfig,
+        *,
+        spatial_shape: tuple[int, ...],
+        num_classes: int,
+    ) -> None:
+        self.config = config
+        self.training = training
+        self.spatial_shape = tuple(spatial_shape)
+        self.num_classes = num_classes
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # -- what the federation and checkpoints move -------------------------------------------
+    def network_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Every network's parameters and buffers, by network name (wrappers removed)."""
+        return {name: unwrap(net).state_dict() for name, net in self.nets.items()}
+
+    def load_network_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Load :meth:`network_state` output (strict: names and shapes must match)."""
+        for name, net in self.nets.items():
+            unwrap(net).load_state_dict(state[name])
+
+    def to(self, device: torch.device) -> GenerativeModel:
+        """Move every network to ``device``."""
+        for net in self.nets.values():
+            net.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks are."""
+        return next(next(iter(self.nets.values())).parameters()).device
+
+    def train_mode(self, training: bool = True) -> None:
+        """Put every network in train (or eval) mode."""
+        for net in self.nets.values():
+            net.train(training)
+
+    # -- what each family implements ---------------------------------------------------------
+    @abstractmethod
+    def train_step(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step on a batch of real pairs; returns scalar losses by name."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> SyntheticPairs:
+        """``n`` stand-alone synthetic pairs, made without any real data."""
+
+    @abstractmethod
+    def sample_images(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Images generated for the given label maps ``(B, *spatial)``: (B, 1, *spatial)."""
