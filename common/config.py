@@ -401,7 +401,7 @@ class SiteConfig:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Scalar]) -> SiteConfig:
-        """Read ``data-path``, ``site-name``, ``cache-dir`` and ``ledger-dir`` from a node config."""
+        """Read ``data-path``, ``site-name``, ``cache-dir``, ``ledger-dir`` from node config."""
         data_path = node_config.get("data-path")
         cache_dir = node_config.get("cache-dir")
         ledger_dir = node_config.get("ledger-dir")
