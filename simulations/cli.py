@@ -21,6 +21,7 @@ from common.cli.support import (
     setup_logging,
     user_errors,
 )
+from server.cli import sample_command
 from simulations.demo import run_demo
 from simulations.phantoms import write_cohort
 from simulations.presets import preset
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.command("sample")(sample_command)
 
 
 @app.callback()

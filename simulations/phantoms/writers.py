@@ -7,16 +7,15 @@ nnU-Net raw: ``<site>/dataset.json``, ``<site>/imagesTr/<case>_0000.nii.gz`` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from common.data import nnunet
 from common.data.imageio import write_image
-from common.data.schema import schema_for
 from common.errors import ConfigError
 from simulations.phantoms.case import PhantomCase
 
 LAYOUTS = ("nnunet", "brats")
-FILE_ENDING = ".nii.gz"
+FILE_ENDING = nnunet.FILE_ENDING
 
 
 def check_layout(modality: str, layout: str) -> None:
@@ -35,10 +34,7 @@ def case_paths(site_dir: Path, case_id: str, layout: str) -> tuple[Path, Path]:
     if layout == "brats":
         folder = site_dir / case_id
         return folder / f"{case_id}-t1c{FILE_ENDING}", folder / f"{case_id}-seg{FILE_ENDING}"
-    return (
-        site_dir / "imagesTr" / f"{case_id}_0000{FILE_ENDING}",
-        site_dir / "labelsTr" / f"{case_id}{FILE_ENDING}",
-    )
+    return nnunet.case_paths(site_dir, case_id)
 
 
 def write_case(case: PhantomCase, site_dir: Path, layout: str) -> None:
@@ -50,21 +46,15 @@ def write_case(case: PhantomCase, site_dir: Path, layout: str) -> None:
 
 def dataset_json(modality: str, site_name: str, cases: int) -> dict[str, object]:
     """The nnU-Net v2 ``dataset.json`` of a phantom site."""
-    schema = schema_for(modality)
-    return {
-        "name": f"fedsynth-phantom-{modality}-{site_name}",
-        "description": (
-            f"fedsynth {modality.upper()} phantom cohort, {site_name}: synthetic anatomy drawn "
-            "from a seed, no patient data"
-        ),
-        "channel_names": {"0": schema.channel_name},
-        "labels": {"background": 0, **schema.labels},
-        "numTraining": cases,
-        "file_ending": FILE_ENDING,
-    }
+    description = (
+        f"fedsynth {modality.upper()} phantom cohort, {site_name}: synthetic anatomy drawn "
+        "from a seed, no patient data"
+    )
+    return nnunet.dataset_json(
+        modality, f"fedsynth-phantom-{modality}-{site_name}", description, cases
+    )
 
 
 def write_dataset_json(site_dir: Path, modality: str, site_name: str, cases: int) -> None:
     """Write ``dataset.json`` into a site folder of the nnU-Net layout."""
-    text = json.dumps(dataset_json(modality, site_name, cases), indent=2) + "\n"
-    (site_dir / "dataset.json").write_text(text, encoding="utf-8")
+    nnunet.write_dataset_json(site_dir, dataset_json(modality, site_name, cases))

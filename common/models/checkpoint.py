@@ -1,0 +1,106 @@
+"""Saving and loading models and resumable training state, atomically.
+
+A *model file* holds what sampling needs: the family, the settings it was built with and every
+network's weights. A *checkpoint* adds what resuming needs: optimiser states, the step, and the
+random generators' states. Both are written through a temporary file and a rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.atomic import atomic_write_bytes
+from common.config import FedsynthConfig, load_config, to_run_config
+from common.errors import FedsynthError
+from common.models.interface import GenerativeModel
+from common.models.registry import build_model
+
+MODEL_FORMAT = "fedsynth-model/1"
+CHECKPOINT_FORMAT = "fedsynth-checkpoint/1"
+
+
+class CheckpointError(FedsynthError, ValueError):
+    """A model file or checkpoint is missing, corrupt, or of another format."""
+
+
+def model_hash(model: GenerativeModel) -> str:
+    """SHA-256 over every network's tensors, in name order: identifies released weights."""
+    digest = hashlib.sha256()
+    for net_name, state in sorted(model.network_state().items()):
+        for name, tensor in sorted(state.items()):
+            digest.update(f"{net_name}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load(path: Path, expected_format: str, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no {what} here; train first or check the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a corrupt file
+        raise CheckpointError(f"{path}: the {what} is corrupt ({err}); train again") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        raise CheckpointError(f"{path}: not a fedsynth {what} ({expected_format} expected)")
+    return payload
+
+
+def save_model(path: Path, model: GenerativeModel, config: FedsynthConfig) -> str:
+    """Write the model file; returns the model hash."""
+    digest = model_hash(model)
+    payload = {
+        "format": MODEL_FORMAT,
+        "family": model.family,
+        "run_config": to_run_config(config),
+        "networks": {
+            k: {n: t.cpu() for n, t in v.items()} for k, v in model.network_state().items()
+        },
+        "hash": digest,
+    }
+    _save(path, payload)
+    return digest
+
+
+def load_model(path: Path) -> tuple[GenerativeModel, FedsynthConfig]:
+    """Rebuild a model from its file; the weights are checked against the stored hash."""
+    payload = _load(path, MODEL_FORMAT, "model file")
+    config = load_config(payload["run_config"])
+    model = build_model(config)
+    try:
+        model.load_network_state(payload["networks"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the model ({err})") from None
+    if model_hash(model) != payload["hash"]:
+        raise CheckpointError(f"{path}: weights do not match their hash; the file was altered")
+    return model, config
+
+
+def save_checkpoint(path: Path, model: GenerativeModel, state: dict[str, Any]) -> None:
+    """Write a resumable checkpoint: networks, optimisers and the caller's ``state``."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "networks": model.network_state(),
+        "optimizers": {name: opt.state_dict() for name, opt in model.optimizers.items()},
+        "state": state,
+    }
+    _save(path, payload)
+
+
+def load_checkpoint(path: Path, model: GenerativeModel) -> dict[str, Any]:
+    """Restore networks and optimisers from a checkpoint; return the caller's saved state."""
+    payload = _load(path, CHECKPOINT_FORMAT, "checkpoint")
+    model.load_network_state(payload["networks"])
+    for name, optimizer in model.optimizers.items():
+        optimizer.load_state_dict(payload["optimizers"][name])
+    return dict(payload["state"])

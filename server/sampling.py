@@ -1,0 +1,64 @@
+"""Sampling a release from a trained model: synthetic pairs only, in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from common.config import FedsynthConfig
+from common.models.checkpoint import load_model, model_hash
+from common.models.interface import GenerativeModel, SyntheticPairs
+from common.release import new_manifest, write_release
+from common.runs import MODEL_FILE, read_summary
+from common.seeding import torch_generator
+
+
+def sample_pairs(
+    model: GenerativeModel,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[int], None] | None = None,
+) -> SyntheticPairs:
+    """``n`` stand-alone pairs, made ``batch_size`` at a time."""
+    images, labels = [], []
+    done = 0
+    while done < n:
+        count = min(batch_size, n - done)
+        pairs = model.sample(count, generator)
+        images.append(pairs.image.cpu())
+        labels.append(pairs.label.cpu())
+        done += count
+        if on_batch is not None:
+            on_batch(count)
+    return SyntheticPairs(torch.cat(images), torch.cat(labels))
+
+
+def release_from_run(
+    run: Path,
+    n: int,
+    out: Path,
+    *,
+    seed: int | None = None,
+    overwrite: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[FedsynthConfig, list[str]]:
+    """Sample ``n`` pairs from a run's model and write them as a release folder."""
+    model, config = load_model(run / MODEL_FILE)
+    summary = read_summary(run)
+    root_seed = config.seed if seed is None else seed
+    generator = torch_generator(root_seed, "release")
+    model.train_mode(False)
+    pairs = sample_pairs(model, n, config.training.batch_size, generator, on_batch)
+    manifest = new_manifest(
+        config,
+        family=model.family,
+        model_hash=model_hash(model),
+        rounds=summary.rounds,
+        sites=summary.sites,
+        cases=n,
+        seed=root_seed,
+    )
+    return config, write_release(pairs, out, config, manifest, overwrite=overwrite)
