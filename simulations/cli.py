@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from client.cli import data_app
+from client.cli import data_app, train_command
 from common.cli.support import (
     ConfigFileOption,
     RunConfigOption,
@@ -33,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.command("train")(train_command)
 app.command("sample")(sample_command)
 
 

@@ -1,0 +1,248 @@
+"""Local training at a site: the prepared cases, a generator, optionally DP-SGD, checkpoints.
+
+:func:`train_site` is ``fedsynth train`` (one site, also the study's centralised baseline);
+the ClientApp runs :func:`train_local` once per federated round on the global weights.
+
+Privacy is charged *before* training: the planned steps of a run or round are recorded in the
+site's ledger before the first step, so a crash can never leave spent privacy unrecorded; a
+resumed run continues its own charge instead of charging again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from common.config import FedsynthConfig, to_run_config
+from common.data.dataset import CachedCases
+from common.models.checkpoint import load_checkpoint, save_checkpoint, save_model
+from common.models.interface import Batch, GenerativeModel
+from common.models.registry import build_model
+from common.privacy.engine import make_private
+from common.privacy.ledger import PrivacyLedger
+from common.release import SiteRecord
+from common.runs import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RunSummary,
+    write_summary,
+)
+from common.seeding import torch_generator
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a run or round of local training did."""
+
+    steps: int
+    losses: dict[str, float]
+    epsilon: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(config: FedsynthConfig) -> torch.device:
+    """The device from ``training.device``: a GPU when asked or when 'auto' finds one."""
+    if config.training.device == "cuda" or (
+        config.training.device == "auto" and torch.cuda.is_available()
+    ):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def planned_steps(dataset_size: int, config: FedsynthConfig) -> int:
+    """Steps of one run or round: local epochs of (cases / batch size) steps, capped."""
+    per_epoch = max(1, math.ceil(dataset_size / config.training.batch_size))
+    steps = config.training.local_epochs * per_epoch
+    return min(steps, config.training.max_steps) if config.training.max_steps else steps
+
+
+def _loader(dataset: CachedCases, config: FedsynthConfig, generator: torch.Generator) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=min(config.training.batch_size, len(dataset)),
+        shuffle=True,
+        generator=generator,
+        drop_last=False,
+    )
+
+
+def _batches(loader: DataLoader, steps: int, device: torch.device) -> Any:
+    """Batches from the loader, epoch after epoch, until ``steps`` were given."""
+    given = 0
+    while given < steps:
+        for image, label in loader:
+            yield Batch(image.to(device), label.to(device))
+            given += 1
+            if given >= steps:
+                return
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands: steps done and the random streams' states (for resuming)."""
+
+    step: int = 0
+    generators: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a checkpoint stores."""
+        return {"step": self.step, "generators": self.generators}
+
+
+def _capture(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    return {name: generator.get_state() for name, generator in generators.items()}
+
+
+def train_local(
+    model: GenerativeModel,
+    dataset: CachedCases,
+    config: FedsynthConfig,
+    *,
+    stage: tuple[str | int, ...],
+    ledger: PrivacyLedger | None,
+    run_id: str,
+    resume_from: TrainingState | None = None,
+    checkpoint: Callable[[TrainingState], None] | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainingOutcome:
+    """Train ``model`` on a site's cases for the planned steps of one run or round.
+
+    ``stage`` names this run or round for seeding (e.g. ``("train", site)``). With privacy on,
+    the ledger is charged for all planned steps before the first one, once per ``run_id``: a
+    resumed run (``resume_from``, same ``run_id``) is not charged again and takes only the
+    steps that remain, so the steps taken never exceed the steps charged.
+    """
+    started = time.perf_counter()
+    steps = planned_steps(len(dataset), config)
+    generators = {
+        "loader": torch_generator(config.seed, *stage, "loader"),
+        "steps": torch_generator(config.seed, *stage, "steps"),
+        "noise": torch_generator(config.seed, *stage, "dp-noise"),
+    }
+    loader = _loader(dataset, config, generators["loader"])
+    private = None
+    if config.privacy.enabled:
+        if ledger is None:
+            raise ValueError("privacy is enabled but no ledger was given")  # programming error
+        private = make_private(
+            model,
+            loader,
+            config.privacy,
+            noise_generator=generators["noise"],
+            planned_steps=steps,
+            history=ledger.history(excluding=run_id),
+        )
+        ledger.charge(run_id, private.noise_multiplier, private.sample_rate, steps)
+        loader = private.data_loader
+    state = resume_from or TrainingState()
+    for name, saved in state.generators.items():
+        generators[name].set_state(saved)
+    model.train_mode(True)
+    losses: dict[str, float] = {}
+    remaining = _batches(loader, steps - state.step, model.device)
+    for batch in remaining:
+        if private is not None and batch.image.shape[0] == 0:
+            private.step_without_data()  # an empty Poisson batch still costs a noisy step
+        else:
+            losses = model.train_step(batch, generators["steps"])
+        state.step += 1
+        if on_step is not None:
+            on_step(state.step, losses)
+        if checkpoint is not None and state.step % config.training.checkpoint_every == 0:
+            state.generators = _capture(generators)
+            checkpoint(state)
+    return TrainingOutcome(
+        steps=state.step,
+        losses=losses,
+        epsilon=ledger.spent_epsilon() if ledger is not None and private is not None else None,
+        delta=config.privacy.delta if private is not None else None,
+        noise_multiplier=private.noise_multiplier if private is not None else None,
+        sample_rate=private.sample_rate if private is not None else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _append_metrics(path: Path, step: int, losses: dict[str, float]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"step": step, **losses}) + "\n")
+
+
+def train_site(
+    config: FedsynthConfig,
+    cache: Path,
+    run: Path,
+    *,
+    site_name: str,
+    ledger_dir: Path,
+    resume: bool = False,
+    on_step: StepCallback | None = None,
+) -> RunSummary:
+    """``fedsynth train``: train one site's generator from its prepared cache into ``run``.
+
+    Writes ``model.pt``, ``run.json``, ``metrics.jsonl`` and resumable ``checkpoint.pt``.
+    """
+    dataset = CachedCases(cache, config.model.spatial_dims)
+    model = build_model(config).to(resolve_device(config))
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run / CHECKPOINT_FILE
+    resume_from, run_id = None, uuid.uuid4().hex
+    if resume and checkpoint_path.exists():
+        saved = load_checkpoint(checkpoint_path, model)
+        resume_from = TrainingState(saved["step"], saved["generators"])
+        run_id = str(saved["run_id"])
+    elif checkpoint_path.exists():
+        checkpoint_path.unlink()
+        (run / METRICS_FILE).unlink(missing_ok=True)
+    ledger = None
+    if config.privacy.enabled:
+        ledger = PrivacyLedger.open(ledger_dir, dataset.index.source_fingerprint, config.privacy)
+
+    def save(state: TrainingState) -> None:
+        save_checkpoint(checkpoint_path, model, {**state.to_dict(), "run_id": run_id})
+
+    def step_done(step: int, losses: dict[str, float]) -> None:
+        _append_metrics(run / METRICS_FILE, step, losses)
+        if on_step is not None:
+            on_step(step, losses)
+
+    outcome = train_local(
+        model,
+        dataset,
+        config,
+        stage=("train", site_name),
+        ledger=ledger,
+        run_id=run_id,
+        resume_from=resume_from,
+        checkpoint=save,
+        on_step=step_done,
+    )
+    (run / "config.json").write_text(
+        json.dumps(to_run_config(config), indent=2) + "\n", encoding="utf-8"
+    )
+    digest = save_model(run / MODEL_FILE, model, config)
+    summary = RunSummary(
+        family=model.family,
+        model_hash=digest,
+        rounds=1,
+        steps=outcome.steps,
+        sites=[SiteRecord(site_name, outcome.epsilon, outcome.delta)],
+        final_losses=outcome.losses,
+    )
+    write_summary(run, summary)
+    return summary

@@ -1,0 +1,238 @@
+"""The diffusion family: one joint DDPM denoiser over image and label-map channels.
+
+Design. A single MONAI ``DiffusionModelUNet`` (no attention levels; its middle block always
+holds one attention layer, kept narrow: a single head at the smallest resolution) denoises a
+*joint* tensor of ``1 + K`` channels: the image and the K = ``num_classes`` one-hot label channels
+scaled to [-1, 1]. It is trained as a DDPM (MONAI ``DDPMScheduler`` with
+``model.diffusion-steps`` and ``model.beta-schedule``) to predict the added noise, with an MSE loss.
+
+* Stand-alone sampling (:meth:`DiffusionModel.sample`) runs the reverse process on all channels
+  from pure noise (DDIM with ``model.sampling-steps`` by default, DDPM with ``model.sampler =
+  "ddpm"``): the image is channel 0 clipped to [-1, 1], the label map the argmax over the label
+  channels. It uses no real data at all, only the network and the generator's noise.
+* Conditional sampling (:meth:`DiffusionModel.sample_images`) runs the same reverse process but
+  replaces the label channels at every step by the given label maps noised to that step's level
+  (the replacement method, as in RePaint). Because the network models image and labels jointly,
+  this one network serves both uses; no separate label-conditioned network is needed.
+
+Privacy. The whole denoiser sees real data, so ``private_networks = ("denoiser",)`` and DP-SGD
+covers all of it. Its forward pass is per-sample (GroupNorm only, timestep embedding per sample,
+attention within a sample) and runs once per training step, as Opacus' per-sample gradients need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from torch.nn import functional as F
+
+from common.config import ModelConfig, TrainingConfig
+from common.errors import ConfigError
+from common.models.diffusion_sampling import (
+    from_joint,
+    label_channels,
+    reverse_process,
+    sampling_scheduler,
+    to_joint,
+    training_scheduler,
+)
+from common.models.interface import Batch, GenerativeModel, SyntheticPairs
+from common.models.registry import register_family
+
+AMP_DTYPE = torch.bfloat16
+"""Mixed precision on CUDA (``training.amp``): bfloat16 needs no loss scaling, which would
+otherwise scale the per-sample gradients that DP-SGD clips."""
+
+SEED_BITS = 62
+"""Bits of the seed drawn from a CPU generator for a generator on another device."""
+
+
+@register_family("diffusion")
+class DiffusionModel(GenerativeModel):
+    """Joint image + label-map DDPM; see the module docstring for the design."""
+
+    private_networks: ClassVar[tuple[str, ...]] = ("denoiser",)
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        training: TrainingConfig,
+        *,
+        spatial_shape: tuple[int, ...],
+        num_classes: int,
+    ) -> None:
+        super().__init__(config, training, spatial_shape=spatial_shape, num_classes=num_classes)
+        _check_sizes(config, self.spatial_shape)
+        denoiser = DiffusionModelUNet(
+            spatial_dims=config.spatial_dims,
+            in_channels=1 + num_classes,
+            out_channels=1 + num_classes,
+            channels=config.channels,
+            attention_levels=(False,) * len(config.channels),
+            num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_groups,
+            num_head_channels=config.channels[-1],
+        )
+        self.nets = {"denoiser": denoiser}
+        self.optimizers = {
+            "denoiser": torch.optim.Adam(
+                denoiser.parameters(),
+                lr=training.learning_rate,
+                betas=(training.adam_beta1, training.adam_beta2),
+            )
+        }
+        self.scheduler = training_scheduler(config)
+
+    def train_step(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
+        """One DDPM step: noise the joint tensor at random timesteps, predict the noise (MSE)."""
+        denoiser, optimizer = self.nets["denoiser"], self.optimizers["denoiser"]
+        device = self.device
+        source = _on_device(generator, device)
+        clean = to_joint(
+            batch.image.to(device, torch.float32), batch.label.to(device), self.num_classes
+        )
+        levels = torch.randint(
+            0, self.config.diffusion_steps, (clean.shape[0],), generator=source, device=device
+        )
+        noise = torch.randn(clean.shape, generator=source, device=device)
+        noisy = self.scheduler.add_noise(clean, noise, levels)
+        denoiser.train()
+        optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            predicted = denoiser(noisy, timesteps=levels)
+        from common.models import diffusion_sampling as ds
+        target = {"epsilon": noise, "sample": clean, "v_prediction": self.scheduler.get_velocity(clean, noise, levels)}[ds.PREDICTION]
+        loss = F.mse_loss(predicted.float(), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": float(loss.detach())}
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ) -> SyntheticPairs:
+        """``n`` stand-alone pairs from pure noise; ``sampler`` ("ddim" or "ddpm") and DDIM
+        ``steps`` default to the config's (``None``)."""
+        if n < 0:
+            raise ValueError(f"n = {n}: the number of samples cannot be negative")
+        images, labels = [], []
+        for start in range(0, n, self.training.batch_size):
+            count = min(self.training.batch_size, n - start)
+            joint = self._reverse(count, generator, sampler, steps, known_labels=None)
+            image, label = from_joint(joint)
+            images.append(image)
+            labels.append(label)
+        if not images:
+            empty = torch.zeros((0, *self.spatial_shape), device=self.device)
+            return SyntheticPairs(image=empty[:, None], label=empty.long())
+        return SyntheticPairs(image=torch.cat(images), label=torch.cat(labels))
+
+    def sample_images(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+    ) -> torch.Tensor:
+        """Images ``(B, 1, *spatial)`` for the given label maps ``(B, *spatial)``, by
+        replacing the label channels at every step (see the module docstring)."""
+        self._check_labels(labels)
+        images = []
+        for start in range(0, labels.shape[0], self.training.batch_size):
+            chunk = labels[start : start + self.training.batch_size].to(self.device)
+            known = label_channels(chunk, self.num_classes, torch.float32)
+            joint = self._reverse(chunk.shape[0], generator, sampler, steps, known_labels=known)
+            images.append(from_joint(joint)[0])
+        if not images:
+            return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
+        return torch.cat(images)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _reverse(
+        self,
+        count: int,
+        generator: torch.Generator,
+        sampler: str | None,
+        steps: int | None,
+        known_labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        scheduler = sampling_scheduler(self.config, sampler or self.config.sampler, steps)
+        denoiser = self.nets["denoiser"]
+        shape = (count, 1 + self.num_classes, *self.spatial_shape)
+
+        def predict(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                predicted: torch.Tensor = denoiser(noisy, timesteps=levels)
+            return predicted
+
+        with self._evaluating(), torch.no_grad():
+            return reverse_process(
+                predict,
+                scheduler,
+                shape,
+                _on_device(generator, self.device),
+                forward_scheduler=self.scheduler,
+                known_labels=known_labels,
+                device=self.device,
+            )
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode for sampling; each network's previous mode is restored afterwards."""
+        modes = {name: net.training for name, net in self.nets.items()}
+        self.train_mode(False)
+        try:
+            yield
+        finally:
+            for name, net in self.nets.items():
+                net.train(modes[name])
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.training.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=AMP_DTYPE)
+        return contextlib.nullcontext()
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        if tuple(labels.shape[1:]) != self.spatial_shape or labels.dtype.is_floating_point:
+            raise ValueError(
+                f"label maps must be integer tensors of shape (B, {', '.join(map(str, self.spatial_shape))}); "
+                f"got {labels.dtype} {tuple(labels.shape)}"
+            )
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"label values must lie in 0..{self.num_classes - 1}; got "
+                f"{int(labels.min())}..{int(labels.max())}"
+            )
+
+
+def _check_sizes(config: ModelConfig, spatial_shape: tuple[int, ...]) -> None:
+    """The UNet's constraints, as configuration errors that say what to change."""
+    if any(width % config.norm_groups for width in config.channels):
+        raise ConfigError(
+            f"model.channels = {','.join(map(str, config.channels))}: every width must be a "
+            f"multiple of model.norm-groups = {config.norm_groups}"
+        )
+    factor = 2 ** (len(config.channels) - 1)
+    if any(size % factor for size in spatial_shape):
+        raise ConfigError(
+            f"the model's spatial shape {spatial_shape} must be divisible by {factor} "
+            f"(2 per extra level of model.channels); change data.target-shape or model.channels"
+        )
+
+
+def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """``generator`` itself if it is on ``device``, else one on ``device`` seeded from it."""
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**SEED_BITS, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,168 @@
+"""The GAN family's three networks and its straight-through Gumbel-softmax.
+
+Every network normalises with GroupNorm (``model.norm-groups``), never BatchNorm: BatchNorm mixes
+the samples of a batch, so a sample's gradient would depend on the others and DP-SGD's per-sample
+clipping would no longer bound one case's influence. Sizes follow ``model.channels``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+from torch.nn import functional as F
+
+from common.config import ModelConfig
+from common.errors import ConfigError
+
+LEAKY_SLOPE = 0.2
+"""Negative slope of the LeakyReLU activations (the DCGAN / pix2pix choice)."""
+
+DISCRIMINATOR_KERNEL = 4
+"""Kernel size of the patch discriminator's convolutions (pix2pix's 4, padding 1)."""
+
+GUMBEL_EPS = 1e-10
+"""Keeps the uniform draws of the Gumbel noise away from 0 and 1, where log overflows."""
+
+
+def _leaky() -> tuple[str, dict[str, float]]:
+    return ("LEAKYRELU", {"negative_slope": LEAKY_SLOPE})
+
+
+def group_norm(config: ModelConfig) -> tuple[str, dict[str, int]]:
+    """MONAI's norm argument for GroupNorm with ``model.norm-groups`` groups."""
+    return ("GROUP", {"num_groups": config.norm_groups})
+
+
+def latent_shape(config: ModelConfig, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape ``(latent_channels, *coarse)`` of the label generator's noise for one sample:
+    the grid is halved once per width of ``model.channels``."""
+    factor = 2 ** len(config.channels)
+    return (config.latent_channels, *(size // factor for size in spatial_shape))
+
+
+def check_sizes(config: ModelConfig, spatial_shape: tuple[int, ...]) -> None:
+    """The networks' size constraints, as configuration errors that say what to change."""
+    if len(config.channels) < 2:
+        raise ConfigError(
+            f"model.channels = {config.channels[0]}: the GAN needs at least two widths "
+            f"(resolution levels), e.g. '{config.channels[0]},{2 * config.channels[0]}'"
+        )
+    widths = [*config.channels, *discriminator_widths(config)]
+    if any(width % config.norm_groups for width in widths):
+        raise ConfigError(
+            f"model.channels = {','.join(map(str, config.channels))}: every width, and twice "
+            f"to 2^{len(config.channels) - 1} times the first (the GAN discriminator's), must "
+            f"be a multiple of model.norm-groups = {config.norm_groups}"
+        )
+    factor = 2 ** len(config.channels)
+    if any(size % factor for size in spatial_shape):
+        raise ConfigError(
+            f"the GAN's spatial shape {spatial_shape} must be divisible by {factor} (2 per "
+            f"width of model.channels); change data.target-shape or model.channels"
+        )
+
+
+def discriminator_widths(config: ModelConfig) -> list[int]:
+    """Widths of the discriminator's normalised layers: the first width doubled per level."""
+    return [config.channels[0] * 2**level for level in range(1, len(config.channels))]
+
+
+class LabelGenerator(nn.Module):
+    """Noise at a coarse grid → upsampling convolutions → ``num_classes`` logits per voxel."""
+
+    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        dims, norm = config.spatial_dims, group_norm(config)
+        act = _leaky()
+        widths = list(reversed(config.channels))
+        layers: list[nn.Module] = []
+        in_width = config.latent_channels
+        for width in widths:
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(Convolution(dims, in_width, width, kernel_size=3, act=act, norm=norm))
+            in_width = width
+        layers.append(Convolution(dims, in_width, num_classes, kernel_size=1, conv_only=True))
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes, *spatial)`` for noise ``(B, latent_channels, *coarse)``."""
+        logits: torch.Tensor = self.decoder(latent)
+        return logits
+
+
+class ImageGenerator(nn.Module):
+    """A small UNet from (one-hot label map, one noise channel) to a tanh image.
+
+    One level per width of ``model.channels``: two 3x3 convolutions per level, stride-2
+    convolutions down, nearest-neighbour upsampling then a convolution up (no transposed
+    convolutions, hence no checkerboard artefacts), skip connections by concatenation.
+    """
+
+    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        dims, widths = config.spatial_dims, config.channels
+        block = partial(Convolution, dims, kernel_size=3, act=_leaky(), norm=group_norm(config))
+        self.down = nn.ModuleList()
+        in_width = num_classes + 1
+        for level, width in enumerate(widths):
+            self.down.append(
+                nn.Sequential(
+                    block(in_width, width, strides=1 if level == 0 else 2), block(width, width)
+                )
+            )
+            in_width = width
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), block(deep, shallow))
+            for shallow, deep in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.merge = nn.ModuleList(block(2 * width, width) for width in widths[:-1])
+        self.head = Convolution(dims, widths[0], 1, kernel_size=1, conv_only=True)
+
+    def forward(self, one_hot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Image ``(B, 1, *spatial)`` in (-1, 1) for label channels and a noise channel."""
+        features = torch.cat([one_hot, noise], dim=1)
+        skips = []
+        for down in self.down:
+            features = down(features)
+            skips.append(features)
+        for level in reversed(range(len(self.up))):
+            features = self.up[level](features)
+            features = self.merge[level](torch.cat([features, skips[level]], dim=1))
+        return torch.tanh(self.head(features))
+
+
+def build_discriminator(config: ModelConfig, num_classes: int) -> PatchDiscriminator:
+    """MONAI's PatchDiscriminator on (image, one-hot label) pairs: ``1 + num_classes`` input
+    channels, GroupNorm; its forward returns every layer's output, the prediction last."""
+    return PatchDiscriminator(
+        spatial_dims=config.spatial_dims,
+        channels=config.channels[0],
+        in_channels=1 + num_classes,
+        num_layers_d=len(config.channels) - 1,
+        kernel_size=DISCRIMINATOR_KERNEL,
+        activation=_leaky(),
+        norm=group_norm(config),
+    )
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Label maps ``(B, *spatial)`` as float one-hot channels ``(B, num_classes, *spatial)``."""
+    return F.one_hot(labels, num_classes).movedim(-1, 1).float()
+
+
+def gumbel_one_hot(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Straight-through Gumbel-softmax over the channels of ``logits`` (dim 1): a hard one-hot
+    sample forward, the tempered softmax's gradient backward; noise from ``generator``."""
+    uniform = torch.rand(
+        logits.shape, generator=generator, device=logits.device, dtype=logits.dtype
+    )
+    gumbel = -torch.log(-torch.log(uniform.clamp(GUMBEL_EPS, 1.0 - GUMBEL_EPS)))
+    soft = torch.softmax((logits + gumbel) / temperature, dim=1)
+    hard = one_hot(soft.argmax(dim=1), logits.shape[1]).to(soft.dtype)
+    return hard - soft.detach() + soft

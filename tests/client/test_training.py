@@ -1,0 +1,93 @@
+"""Local training: runs, checkpoints, resume, and the privacy ledger charged once, up front."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from model_support import tiny_config
+
+from client.training import planned_steps, train_site
+from common.config import FedsynthConfig
+from common.data.site import prepare_site
+from common.models.checkpoint import load_model
+from common.privacy.ledger import BudgetExceededError, PrivacyLedger
+from common.runs import read_summary
+from simulations.phantoms import write_cohort
+
+SETTINGS = {
+    "model.family": "diffusion",
+    "training.batch-size": 4,
+    "training.local-epochs": 2,
+    "training.checkpoint-every": 2,
+    "privacy.noise-multiplier": 2.0,
+}
+
+
+def _site(tmp_path: Path, config: FedsynthConfig) -> Path:
+    cohort = write_cohort(config, tmp_path / "sites")
+    prepare_site(cohort.sites[0], tmp_path / "cache", config.data)
+    return tmp_path / "cache"
+
+
+def test_planned_steps() -> None:
+    config = tiny_config(**{"training.batch-size": 3, "training.local-epochs": 2})
+    assert planned_steps(8, config) == 2 * 3  # ceil(8 / 3) steps per epoch
+    capped = tiny_config(**{"training.local-epochs": 3, "training.max-steps": 4})
+    assert planned_steps(8, capped) == 4
+
+
+def test_run_writes_model_summary_and_charges_the_ledger(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)
+    cache = _site(tmp_path, config)
+    summary = train_site(config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l")
+    assert summary.steps == 4
+    assert summary.sites[0].epsilon is not None
+    assert summary.sites[0].epsilon > 0
+    assert read_summary(tmp_path / "run") == summary
+    model, loaded = load_model(tmp_path / "run" / "model.pt")
+    assert model.family == "diffusion"
+    assert loaded == config
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+    fingerprint = json.loads((cache / "index.json").read_text(encoding="utf-8"))[
+        "source_fingerprint"
+    ]
+    ledger = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy)
+    assert ledger.spent_epsilon() == pytest.approx(summary.sites[0].epsilon)
+    assert [run.steps for run in ledger.runs] == [4]
+
+
+def test_resume_after_a_crash_is_charged_once(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)
+    cache = _site(tmp_path, config)
+
+    def crash(step: int, _: dict[str, float]) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_site(
+            config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l", on_step=crash
+        )
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    resumed = train_site(
+        config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l", resume=True
+    )
+    assert resumed.steps == 4
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 3, 4]  # step 3 ran again after the checkpoint at step 2
+    uninterrupted = train_site(
+        config, cache, tmp_path / "other", site_name="a", ledger_dir=tmp_path / "l2"
+    )
+    assert resumed.sites[0].epsilon == pytest.approx(uninterrupted.sites[0].epsilon)
+
+
+def test_over_budget_run_is_refused_before_training(tmp_path: Path) -> None:
+    config = tiny_config(**{**SETTINGS, "privacy.budget-epsilon": 0.5})
+    cache = _site(tmp_path, config)
+    with pytest.raises(BudgetExceededError, match="over the budget"):
+        train_site(config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l")
+    assert not (tmp_path / "run" / "model.pt").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
