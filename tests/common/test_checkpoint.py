@@ -1,0 +1,78 @@
+"""Model files and checkpoints: round trips, and typed errors for missing or altered files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from model_support import tiny_config
+
+from common.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    model_hash,
+    save_checkpoint,
+    save_model,
+)
+from common.models.registry import build_model
+
+CONFIG = tiny_config(**{"model.family": "diffusion", "model.channels": "8"})
+
+
+def test_model_file_round_trip_and_hash(tmp_path: Path) -> None:
+    model = build_model(CONFIG)
+    digest = save_model(tmp_path / "model.pt", model, CONFIG)
+    loaded, config = load_model(tmp_path / "model.pt")
+    assert config == CONFIG
+    assert model_hash(loaded) == digest == model_hash(model)
+    assert (
+        model_hash(
+            build_model(
+                tiny_config(**{"seed": 1, "model.family": "diffusion", "model.channels": "8"})
+            )
+        )
+        != digest
+    )
+
+
+def test_same_seed_builds_the_same_weights() -> None:
+    assert model_hash(build_model(CONFIG)) == model_hash(build_model(CONFIG))
+
+
+def test_altered_missing_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    model = build_model(CONFIG)
+    path = tmp_path / "model.pt"
+    save_model(path, model, CONFIG)
+    payload = torch.load(path, weights_only=False)
+    first = next(iter(payload["networks"]["denoiser"]))
+    payload["networks"]["denoiser"][first] = payload["networks"]["denoiser"][first] + 1
+    torch.save(payload, tmp_path / "altered.pt")
+    with pytest.raises(CheckpointError, match="do not match their hash"):
+        load_model(tmp_path / "altered.pt")
+    with pytest.raises(CheckpointError, match="no model file here"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a fedsynth model file"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_checkpoint_restores_weights_optimisers_and_state(tmp_path: Path) -> None:
+    model = build_model(CONFIG)
+    net = model.nets["denoiser"]
+    optimizer = model.optimizers["denoiser"]
+    loss = sum(p.sum() for p in net.parameters())
+    loss.backward()  # type: ignore[union-attr]
+    optimizer.step()
+    save_checkpoint(tmp_path / "c.pt", model, {"step": 7})
+    fresh = build_model(CONFIG)
+    assert model_hash(fresh) != model_hash(model)
+    assert load_checkpoint(tmp_path / "c.pt", fresh) == {"step": 7}
+    assert model_hash(fresh) == model_hash(model)
+    assert fresh.optimizers["denoiser"].state_dict()["state"].keys() == (
+        optimizer.state_dict()["state"].keys()
+    )
