@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from common.config import PhantomConfig
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ["COLUMNS"] = "200"  # rich wraps at 80 columns when not on a terminal
+torch.set_num_threads(1)  # pytest -n 2 runs two workers on two cores: one thread each
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -27,20 +27,17 @@ the configuration forbids both with DP-SGD.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from common.config import ModelConfig, TrainingConfig
-from common.data.schema import SCHEMAS
 from common.errors import ConfigError
 from common.models.gan_losses import (
     discriminator_loss,
     feature_matching,
     generator_loss,
+    tumour_values_for,
     tumour_weighted_l1,
 )
 from common.models.gan_networks import (
@@ -52,28 +49,15 @@ from common.models.gan_networks import (
     latent_shape,
     one_hot,
 )
+from common.models.gan_support import (
+    autocast,
+    check_label_maps,
+    evaluating,
+    frozen,
+    on_device,
+)
 from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
 from common.models.registry import register_family
-
-AMP_DTYPE = torch.bfloat16
-"""Mixed precision on CUDA (``training.amp``): bfloat16 needs no loss scaling, which would
-otherwise scale the per-sample gradients that DP-SGD clips."""
-
-SEED_BITS = 62
-"""Bits of the seed drawn from a CPU generator for a generator on another device."""
-
-
-def tumour_values_for(num_classes: int) -> tuple[int, ...]:
-    """The tumour's label values of the one schema with ``num_classes`` classes (background
-    included): (1,) for CT, (1, 2, 3) for MRI."""
-    matches = {
-        schema.tumour_values for schema in SCHEMAS.values() if len(schema.labels) + 1 == num_classes
-    }
-    if len(matches) != 1:
-        raise ConfigError(
-            f"no single label schema has {num_classes} classes: pass tumour_values explicitly"
-        )
-    return matches.pop()
 
 
 @register_family("gan")
@@ -120,7 +104,7 @@ class GanModel(GenerativeModel):
         Returns ``d_loss``, ``d_real``, ``d_fake``, ``g_loss``, ``g_adversarial``, ``g_l1``,
         ``g_feature_matching`` and ``real_cases`` (the real batch size, 0 allowed)."""
         self._check_extras_allowed()
-        source = _on_device(generator, self.device)
+        source = on_device(generator, self.device)
         self.train_mode(True)
         real_image = batch.image.to(self.device, torch.float32)
         real_labels = batch.label.to(self.device)
@@ -137,7 +121,7 @@ class GanModel(GenerativeModel):
         with torch.no_grad():
             fake_pairs = self._fake_pairs(self.training.batch_size, source)
         optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        with autocast(self.training, self.device):
             prediction = discriminator(torch.cat([real_pairs, fake_pairs]))[-1]
         count = real_pairs.shape[0]
         kind = self.config.gan_loss
@@ -164,17 +148,18 @@ class GanModel(GenerativeModel):
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
         discriminator = self.nets["discriminator"]
-        with _frozen(discriminator), self._autocast():
-            fake_pairs = self._fake_pairs(self.training.batch_size, source)
-            adversarial = generator_loss(discriminator(fake_pairs)[-1], self.config.gan_loss)
-            adversarial = adversarial.mean()
-            l1, matching = self._real_data_losses(real_image, real_labels, real_pairs, source)
-        total = (
-            adversarial
-            + self.config.l1_weight * l1
-            + self.config.feature_matching_weight * matching
-        )
-        total.backward()
+        with frozen(discriminator):  # the backward pass too: Opacus' hooks must stay off
+            with autocast(self.training, self.device):
+                fake_pairs = self._fake_pairs(self.training.batch_size, source)
+                prediction = discriminator(fake_pairs)[-1]
+                adversarial = generator_loss(prediction, self.config.gan_loss).mean()
+                l1, matching = self._real_data_losses(real_image, real_labels, real_pairs, source)
+            total = (
+                adversarial
+                + self.config.l1_weight * l1
+                + self.config.feature_matching_weight * matching
+            )
+            total.backward()
         for name in names:
             self.optimizers[name].step()
             self.optimizers[name].zero_grad(set_to_none=True)
@@ -251,9 +236,9 @@ class GanModel(GenerativeModel):
         """``n`` stand-alone pairs from noise alone (label map = argmax of the one-hot)."""
         if n < 0:
             raise ValueError(f"n = {n}: the number of samples cannot be negative")
-        source = _on_device(generator, self.device)
+        source = on_device(generator, self.device)
         images, labels = [], []
-        with self._evaluating(), torch.no_grad():
+        with evaluating(self.nets), torch.no_grad():
             for start in range(0, n, self.training.batch_size):
                 pairs = self._fake_pairs(min(self.training.batch_size, n - start), source)
                 images.append(pairs[:, :1])
@@ -266,70 +251,13 @@ class GanModel(GenerativeModel):
     def sample_images(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Images ``(B, 1, *spatial)`` that the image generator makes for label maps
         ``(B, *spatial)`` of class indices."""
-        self._check_labels(labels)
-        source = _on_device(generator, self.device)
+        check_label_maps(labels, self.spatial_shape, self.num_classes)
+        source = on_device(generator, self.device)
         images = []
-        with self._evaluating(), torch.no_grad():
+        with evaluating(self.nets), torch.no_grad():
             for start in range(0, labels.shape[0], self.training.batch_size):
                 chunk = labels[start : start + self.training.batch_size].to(self.device)
                 images.append(self._images_for(one_hot(chunk, self.num_classes), source))
         if not images:
             return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
         return torch.cat(images)
-
-    # -- internals ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode for sampling; each network's previous mode is restored afterwards."""
-        modes = {name: net.training for name, net in self.nets.items()}
-        self.train_mode(False)
-        try:
-            yield
-        finally:
-            for name, net in self.nets.items():
-                net.train(modes[name])
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.training.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=AMP_DTYPE)
-        return contextlib.nullcontext()
-
-    def _check_labels(self, labels: torch.Tensor) -> None:
-        if tuple(labels.shape[1:]) != self.spatial_shape or labels.dtype.is_floating_point:
-            shape = ", ".join(map(str, self.spatial_shape))
-            raise ValueError(
-                f"label maps must be integer tensors of shape (B, {shape}); "
-                f"got {labels.dtype} {tuple(labels.shape)}"
-            )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"label values must lie in 0..{self.num_classes - 1}; got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
-
-
-@contextlib.contextmanager
-def _frozen(net: nn.Module) -> Iterator[None]:
-    """No parameter gradients (and no Opacus per-sample gradients) for ``net`` inside: gradients
-    still flow through it to its inputs."""
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    hooks = bool(getattr(net, "hooks_enabled", False))  # an Opacus GradSampleModule
-    if hooks:
-        net.disable_hooks()  # type: ignore[operator]
-    for parameter in trainable:
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-        if hooks:
-            net.enable_hooks()  # type: ignore[operator]
-
-
-def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    """``generator`` itself if it is on ``device``, else one on ``device`` seeded from it."""
-    if generator.device.type == device.type:
-        return generator
-    seed = int(torch.randint(0, 2**SEED_BITS, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)

@@ -9,8 +9,9 @@ expects. ``lsgan`` (least squares), ``bce`` (non-saturating, on logits) and ``hi
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
+from torch.nn import functional
 
+from common.data.schema import SCHEMAS
 from common.errors import ConfigError
 
 GAN_LOSSES = ("lsgan", "hinge", "bce")
@@ -26,9 +27,13 @@ def discriminator_loss(prediction: torch.Tensor, real: bool, kind: str) -> torch
     if kind == "lsgan":
         return _per_sample((prediction - 1.0) ** 2 if real else prediction**2)
     if kind == "bce":
-        return _per_sample(F.softplus(-prediction) if real else F.softplus(prediction))
+        return _per_sample(
+            functional.softplus(-prediction) if real else functional.softplus(prediction)
+        )
     if kind == "hinge":
-        return _per_sample(F.relu(1.0 - prediction) if real else F.relu(1.0 + prediction))
+        return _per_sample(
+            functional.relu(1.0 - prediction) if real else functional.relu(1.0 + prediction)
+        )
     raise ConfigError(f"model.gan-loss = {kind!r} is not one of {', '.join(GAN_LOSSES)}")
 
 
@@ -37,6 +42,19 @@ def generator_loss(prediction: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "hinge":
         return _per_sample(-prediction.float())
     return discriminator_loss(prediction, real=True, kind=kind)
+
+
+def tumour_values_for(num_classes: int) -> tuple[int, ...]:
+    """The tumour's label values in the one schema with ``num_classes`` classes (background
+    included): (1,) for CT, (1, 2, 3) for MRI."""
+    matches = {
+        schema.tumour_values for schema in SCHEMAS.values() if len(schema.labels) + 1 == num_classes
+    }
+    if len(matches) != 1:
+        raise ConfigError(
+            f"no single label schema has {num_classes} classes: pass tumour_values explicitly"
+        )
+    return matches.pop()
 
 
 def tumour_weighted_l1(
@@ -61,7 +79,7 @@ def feature_matching(
     if len(fake_features) != len(real_features) or not fake_features:
         raise ValueError("feature matching needs the same, non-zero number of layers on both")
     distances = [
-        F.l1_loss(fake.float(), real.detach().float())
+        functional.l1_loss(fake.float(), real.detach().float())
         for fake, real in zip(fake_features, real_features, strict=True)
     ]
     return torch.stack(distances).mean()

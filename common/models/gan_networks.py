@@ -7,13 +7,14 @@ clipping would no longer bound one case's influence. Sizes follow ``model.channe
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional
 
 from common.config import ModelConfig
 from common.errors import ConfigError
@@ -59,10 +60,11 @@ def check_sizes(config: ModelConfig, spatial_shape: tuple[int, ...]) -> None:
             f"be a multiple of model.norm-groups = {config.norm_groups}"
         )
     factor = 2 ** len(config.channels)
-    if any(size % factor for size in spatial_shape):
+    if any(size % factor or size < 2 * factor for size in spatial_shape):
         raise ConfigError(
             f"the GAN's spatial shape {spatial_shape} must be divisible by {factor} (2 per "
-            f"width of model.channels); change data.target-shape or model.channels"
+            f"width of model.channels) and at least {2 * factor} (the discriminator's patches "
+            f"need room); change data.target-shape or model.channels"
         )
 
 
@@ -117,7 +119,7 @@ class ImageGenerator(nn.Module):
             in_width = width
         self.up = nn.ModuleList(
             nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), block(deep, shallow))
-            for shallow, deep in zip(widths[:-1], widths[1:], strict=True)
+            for shallow, deep in itertools.pairwise(widths)
         )
         self.merge = nn.ModuleList(block(2 * width, width) for width in widths[:-1])
         self.head = Convolution(dims, widths[0], 1, kernel_size=1, conv_only=True)
@@ -151,7 +153,7 @@ def build_discriminator(config: ModelConfig, num_classes: int) -> PatchDiscrimin
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Label maps ``(B, *spatial)`` as float one-hot channels ``(B, num_classes, *spatial)``."""
-    return F.one_hot(labels, num_classes).movedim(-1, 1).float()
+    return functional.one_hot(labels, num_classes).movedim(-1, 1).float()
 
 
 def gumbel_one_hot(
