@@ -24,8 +24,6 @@ attention within a sample) and runs once per training step, as Opacus' per-sampl
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -45,13 +43,7 @@ from common.models.diffusion_process import (
 )
 from common.models.interface import Batch, GenerativeModel, SyntheticPairs
 from common.models.registry import register_family
-
-AMP_DTYPE = torch.bfloat16
-"""Mixed precision on CUDA (``training.amp``): bfloat16 needs no loss scaling, which would
-otherwise scale the per-sample gradients that DP-SGD clips."""
-
-SEED_BITS = 62
-"""Bits of the seed drawn from a CPU generator for a generator on another device."""
+from common.models.runtime import autocast, check_label_maps, evaluating, on_device
 
 
 @register_family("diffusion")
@@ -104,7 +96,7 @@ class DiffusionModel(GenerativeModel):
             )
         denoiser, optimizer = self.nets["denoiser"], self.optimizers["denoiser"]
         device = self.device
-        source = _on_device(generator, device)
+        source = on_device(generator, device)
         clean = to_joint(
             batch.image.to(device, torch.float32), batch.label.to(device), self.num_classes
         )
@@ -115,7 +107,7 @@ class DiffusionModel(GenerativeModel):
         noisy = self.scheduler.add_noise(clean, noise, levels)
         denoiser.train()
         optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        with autocast(self.training, self.device):
             predicted = denoiser(noisy, timesteps=levels)
         loss = mse_loss(predicted.float(), training_target(self.scheduler, clean, noise, levels))
         loss.backward()
@@ -157,7 +149,7 @@ class DiffusionModel(GenerativeModel):
     ) -> torch.Tensor:
         """Images ``(B, 1, *spatial)`` for the given label maps ``(B, *spatial)``, by
         replacing the label channels at every step (see the module docstring)."""
-        self._check_labels(labels)
+        check_label_maps(labels, self.spatial_shape, self.num_classes)
         images = []
         for start in range(0, labels.shape[0], self.training.batch_size):
             chunk = labels[start : start + self.training.batch_size].to(self.device)
@@ -182,48 +174,19 @@ class DiffusionModel(GenerativeModel):
         shape = (count, 1 + self.num_classes, *self.spatial_shape)
 
         def predict(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-            with self._autocast():
+            with autocast(self.training, self.device):
                 predicted: torch.Tensor = denoiser(noisy, timesteps=levels)
             return predicted
 
-        with self._evaluating(), torch.no_grad():
+        with evaluating(self.nets), torch.no_grad():
             return reverse_process(
                 predict,
                 scheduler,
                 shape,
-                _on_device(generator, self.device),
+                on_device(generator, self.device),
                 forward_scheduler=self.scheduler,
                 known_labels=known_labels,
                 device=self.device,
-            )
-
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode for sampling; each network's previous mode is restored afterwards."""
-        modes = {name: net.training for name, net in self.nets.items()}
-        self.train_mode(False)
-        try:
-            yield
-        finally:
-            for name, net in self.nets.items():
-                net.train(modes[name])
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.training.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=AMP_DTYPE)
-        return contextlib.nullcontext()
-
-    def _check_labels(self, labels: torch.Tensor) -> None:
-        if tuple(labels.shape[1:]) != self.spatial_shape or labels.dtype.is_floating_point:
-            shape = ", ".join(map(str, self.spatial_shape))
-            raise ValueError(
-                f"label maps must be integer tensors of shape (B, {shape}); "
-                f"got {labels.dtype} {tuple(labels.shape)}"
-            )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"label values must lie in 0..{self.num_classes - 1}; got "
-                f"{int(labels.min())}..{int(labels.max())}"
             )
 
 
@@ -240,11 +203,3 @@ def _check_sizes(config: ModelConfig, spatial_shape: tuple[int, ...]) -> None:
             f"the model's spatial shape {spatial_shape} must be divisible by {factor} "
             f"(2 per extra level of model.channels); change data.target-shape or model.channels"
         )
-
-
-def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    """``generator`` itself if it is on ``device``, else one on ``device`` seeded from it."""
-    if generator.device.type == device.type:
-        return generator
-    seed = int(torch.randint(0, 2**SEED_BITS, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)

@@ -49,15 +49,15 @@ from common.models.gan_networks import (
     latent_shape,
     one_hot,
 )
-from common.models.gan_support import (
+from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
+from common.models.registry import register_family
+from common.models.runtime import (
     autocast,
     check_label_maps,
     evaluating,
     frozen,
     on_device,
 )
-from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
-from common.models.registry import register_family
 
 
 @register_family("gan")

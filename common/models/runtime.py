@@ -1,5 +1,5 @@
-"""Small runtime helpers of the GAN family: eval mode, autocast, frozen networks, generators
-on the right device, label-map checks."""
+"""Runtime helpers every generator family shares: eval mode, autocast, frozen networks,
+generators on the right device, label-map checks."""
 
 from __future__ import annotations
 
