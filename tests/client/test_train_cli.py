@@ -1,0 +1,46 @@
+"""`fedsynth train` as a site runs it: prepared, trained with DP-SGD, refused over budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_support import tiny_config
+from typer.testing import CliRunner
+
+from simulations.cli import app
+from simulations.phantoms import write_cohort
+
+RUNNER = CliRunner()
+SETTINGS = (
+    'data.target-shape="16,16,16" data.target-spacing="12.5,12.5,12.5" model.channels="8,16" '
+    "model.norm-groups=4 training.max-steps=2 privacy.noise-multiplier=3.0"
+)
+
+
+def _site(tmp_path: Path) -> Path:
+    return write_cohort(tiny_config(), tmp_path / "sites").sites[0]
+
+
+def test_train_then_sample(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    args = ["train", "--data", str(site), "--model", "gan", "--out", str(tmp_path / "run")]
+    result = RUNNER.invoke(app, [*args, "--ledger", str(tmp_path / "l"), "--run-config", SETTINGS])
+    assert result.exit_code == 0, result.output
+    assert "trained gan for 2 steps; epsilon" in result.output
+    assert len(list((tmp_path / "l").glob("*.json"))) == 1
+    result = RUNNER.invoke(
+        app, ["sample", "--run", str(tmp_path / "run"), "--n", "2", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "r" / "labelsTr").iterdir())) == 2
+
+
+def test_over_budget_training_is_a_message(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    args = ["train", "--data", str(site), "--out", str(tmp_path / "run")]
+    settings = f"{SETTINGS} privacy.budget-epsilon=0.1"
+    result = RUNNER.invoke(app, [*args, "--ledger", str(tmp_path / "l"), "--run-config", settings])
+    assert result.exit_code == 2
+    assert "over the budget" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "model.pt").exists()
