@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from flwr.app import Context, Message, MetricRecord, MetricRecordValues, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.federated import RoundRefusedError, train_round
 from client.site_summary import summarise_site
 from common.config import SiteConfig, load_config
 
 SITE_SUMMARY_ACTION = "site_summary"
+REFUSED_CODE = 4001
+"""Error code of a reply whose site did not train (the reason says why, without paths)."""
 
 app = ClientApp()
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the global model on this site's data; reply with arrays and scalar metrics."""
+    try:
+        content = train_round(
+            message.content, dict(context.node_config), message.metadata.message_id
+        )
+    except RoundRefusedError as refused:
+        return Message(Error(code=REFUSED_CODE, reason=refused.reason), reply_to=message)
+    return Message(content, reply_to=message)
 
 
 @app.query(SITE_SUMMARY_ACTION)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from client.site_data import DEFAULT_LEDGER_DIR
 from client.training import planned_steps, train_site
 from common.cli.support import (
     ConfigFileOption,
@@ -118,10 +119,6 @@ def prepare_command(
         console.print(f"[yellow]skipped {plural(summary.skipped, 'bad case')}[/]")
     fingerprint = summary.index.fingerprint[:12]
     console.print(f"prepared {summary.prepared} cases into {out} (fingerprint {fingerprint})")
-
-
-DEFAULT_LEDGER_DIR = Path.home() / ".fedsynth" / "privacy-ledger"
-"""Where a site's privacy ledger lives unless --ledger (or node config ``ledger-dir``) says."""
 
 
 @user_errors

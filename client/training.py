@@ -157,13 +157,14 @@ def train_local(
     losses: dict[str, float] = {}
     remaining = _batches(loader, steps - state.step, model.device)
     for batch in remaining:
+        step_losses: dict[str, float] = {}
         if private is not None and batch.image.shape[0] == 0:
             private.step_without_data()  # an empty Poisson batch still costs a noisy step
         else:
-            losses = model.train_step(batch, generators["steps"])
+            step_losses = losses = model.train_step(batch, generators["steps"])
         state.step += 1
         if on_step is not None:
-            on_step(state.step, losses)
+            on_step(state.step, step_losses)  # {} after a step without data
         if checkpoint is not None and state.step % config.training.checkpoint_every == 0:
             state.generators = _capture(generators)
             checkpoint(state)

@@ -216,17 +216,88 @@ class PhantomConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
-    """Rounds of the federation (the federation issue adds aggregation settings)."""
+    """Rounds, aggregation, the update gate, central DP and what the server writes."""
 
     num_rounds: int = setting(1, "federated rounds", minimum=1, maximum=100000)
     min_sites: int = setting(
-        2, "sites that must be connected before the server starts", minimum=1, maximum=100000
+        2,
+        "sites that must be connected before a round starts, and accepted updates a round "
+        "needs to change the global model",
+        minimum=1,
+        maximum=100000,
+    )
+    fraction_train: float = setting(
+        1.0, "fraction of connected sites asked to train each round", minimum=0.01, maximum=1.0
     )
     reply_timeout_s: float = setting(
         300.0,
         "seconds the server waits for sites' replies; late sites are left out",
         minimum=1.0,
     )
+    strategy: str = setting(
+        "fedavg",
+        "aggregation: fedavg, fedprox (fedavg + a proximal pull at the sites), fedmedian or "
+        "fedtrimmedavg (robust to outlying sites)",
+        choices=("fedavg", "fedprox", "fedmedian", "fedtrimmedavg"),
+    )
+    proximal_mu: float = setting(
+        0.01, "fedprox: strength of the pull towards the global weights", minimum=0.0
+    )
+    trim_beta: float = setting(
+        0.2, "fedtrimmedavg: fraction cut from each end per value", minimum=0.0, maximum=0.49
+    )
+    max_update_norm_ratio: float = setting(
+        10.0,
+        "update gate: reject a site whose update norm exceeds this times the median of the "
+        "other sites' (0 turns the norm check off)",
+        minimum=0.0,
+    )
+    central_dp: str = setting(
+        "off",
+        "site-level central DP by Flower's server-side clipping: off, fixed or adaptive",
+        choices=("off", "fixed", "adaptive"),
+    )
+    central_noise_multiplier: float = setting(
+        1.0, "central DP: noise std relative to the clipping norm", minimum=0.0
+    )
+    central_clipping_norm: float = setting(
+        10.0,
+        "central DP: L2 norm each site's update is clipped to (adaptive: start)",
+        minimum=1e-6,
+    )
+    release_cases: int = setting(
+        4, "synthetic cases the server samples into the release after the last round", minimum=1
+    )
+    run_dir: str = setting(
+        "",
+        "where the server writes checkpoints, the model and the release "
+        "('' = ~/.fedsynth/runs/<flower run id>)",
+    )
+    resume: bool = setting(False, "continue the run in run-dir from its last checkpoint")
+
+    def __post_init__(self) -> None:
+        _check_fields("federation", self)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Virtual sites on one machine (Flower's simulation engine): where their data and state
+    live, and what each may use. Deployed sites take theirs from node config instead."""
+
+    sites_dir: str = setting(
+        "",
+        "a folder with one sub-folder per virtual site (sorted; site k is partition k); used "
+        "by a ClientApp whose node config has no data-path",
+    )
+    state_dir: str = setting(
+        "",
+        "where virtual sites keep their caches and privacy ledgers ('' = <sites-dir>-state)",
+    )
+    cpus_per_site: float = setting(1.0, "CPU cores Ray reserves per virtual site", minimum=0.1)
+    gpus_per_site: float = setting(0.0, "GPUs Ray reserves per virtual site", minimum=0.0)
+
+    def __post_init__(self) -> None:
+        _check_fields("simulation", self)
 
 
 @dataclass(frozen=True)
@@ -343,7 +414,9 @@ class PrivacyConfig:
     )
     accountant: str = setting("rdp", "privacy accountant", choices=("rdp", "prv"))
     grad_sample_mode: str = setting(
-        "hooks", "Opacus per-sample gradient mode", choices=("hooks", "functorch", "ew")
+        "auto",
+        "Opacus per-sample gradient mode; auto takes the family's fastest measured mode",
+        choices=("auto", "hooks", "functorch", "ew"),
     )
     secure_rng: bool = setting(
         False, "cryptographically secure noise (slower; for production releases)"
@@ -361,6 +434,7 @@ class FedsynthConfig:
     data: DataConfig = field(default_factory=DataConfig)
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -383,6 +457,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "phantoms": PhantomConfig,
     "federation": FederationConfig,
+    "simulation": SimulationConfig,
     "model": ModelConfig,
     "training": TrainingConfig,
     "privacy": PrivacyConfig,

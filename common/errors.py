@@ -36,8 +36,6 @@ class DataError(FedsynthError, ValueError):
 class OutputExistsError(FedsynthError, FileExistsError):
     """An output folder already holds files and overwriting was not asked for."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hint: str = "choose another --out or pass --overwrite") -> None:
         self.path = path
-        super().__init__(
-            f"{path} already exists and is not empty: choose another --out or pass --overwrite"
-        )
+        super().__init__(f"{path} already exists and is not empty: {hint}")

@@ -147,8 +147,17 @@ def new_manifest(
         sampler=sampler,
         sampling_steps=steps if family == "diffusion" else 1,
         cases=cases,
-        run_config=dict(to_run_config(config)),
+        run_config=release_settings(config),
     )
+
+
+LOCAL_SETTINGS = ("simulation.sites-dir", "simulation.state-dir", "federation.run-dir")
+"""Settings that are places on the operator's machine: never written into a release."""
+
+
+def release_settings(config: FedsynthConfig) -> dict[str, Any]:
+    """The run settings a manifest records: every one but the machine's paths."""
+    return {k: v for k, v in to_run_config(config).items() if k not in LOCAL_SETTINGS}
 
 
 def read_manifest(release: Path) -> dict[str, Any]:

@@ -1,32 +1,44 @@
 """The fedsynth ServerApp: what the federation operator runs. Thin: unpack, call, pack.
 
-Until federated training lands, a run asks every site for the counts of its usable cases.
+``app`` reads the run settings from Flower's run config (``flwr run . --run-config ...``);
+:func:`make_server_app` binds settings in code (``fedsynth simulate``, where Flower's
+simulation engine passes none).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import load_config, log_config
-from server.site_summaries import collect_site_summaries
+from common.config import Scalar, load_config, log_config
+from server.federation import FederationOutcome, RoundCallback, federate
 
 LOGGER = logging.getLogger("fedsynth.server")
 
-app = ServerApp()
+DEFAULT_RUNS_DIR = Path.home() / ".fedsynth" / "runs"
+"""Where a run goes when ``federation.run-dir`` is empty: ``<this>/<Flower run id>``."""
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Log the run's settings and every site's case counts."""
-    config = load_config(context.run_config)
-    log_config(config, LOGGER)
-    summaries = collect_site_summaries(
-        grid, config.federation.min_sites, timeout=config.federation.reply_timeout_s
-    )
-    for node_id, counts in sorted(summaries.items()):
-        LOGGER.info("site %s: %s", node_id, counts)
-    total = sum(counts.get("valid-cases", 0) for counts in summaries.values())
-    LOGGER.info("%d sites replied, %d valid cases in all", len(summaries), total)
+def make_server_app(
+    settings: Mapping[str, Scalar] | None = None, on_round: RoundCallback | None = None
+) -> ServerApp:
+    """A ServerApp running the federation with ``settings`` over the run config's;
+    ``on_round`` is called after every round (progress bars)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = load_config({**dict(context.run_config), **dict(settings or {})})
+        log_config(config, LOGGER)
+        run_dir = Path(config.federation.run_dir or DEFAULT_RUNS_DIR / str(context.run_id))
+        outcome: FederationOutcome = federate(grid, config, run_dir, on_round=on_round)
+        LOGGER.info("release of %d synthetic cases: %s", outcome.cases, outcome.release)
+
+    return server_app
+
+
+app = make_server_app()

@@ -98,3 +98,18 @@ def setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(console=error_console, show_path=False)],
         force=True,
     )
+    flower = logging.getLogger(FLOWER_LOGGER)
+    flower.setLevel(logging.INFO if verbose else logging.WARNING)
+    flower.propagate = False  # Flower prints through its own handler; no second copy
+    if not any(isinstance(f, _FlowerNoise) for f in flower.filters):
+        flower.addFilter(_FlowerNoise())
+
+
+FLOWER_LOGGER = "flwr"
+FLOWER_NOISE = ("The `run_simulation` function is deprecated",)
+"""Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine)."""
+
+
+class _FlowerNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in FLOWER_NOISE)

@@ -38,13 +38,19 @@ def model_hash(model: GenerativeModel) -> str:
     return digest.hexdigest()
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
+def save_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Write a torch-serialised dict atomically."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _load(path: Path, expected_format: str, what: str) -> dict[str, Any]:
+def load_payload(path: Path, expected_format: str, what: str) -> dict[str, Any]:
+    """Read a dict written by :func:`save_payload` whose ``format`` is ``expected_format``.
+
+    Raises:
+        CheckpointError: missing, corrupt, or of another format (``what`` names it).
+    """
     if not path.exists():
         raise CheckpointError(f"{path}: no {what} here; train first or check the path")
     try:
@@ -68,13 +74,13 @@ def save_model(path: Path, model: GenerativeModel, config: FedsynthConfig) -> st
         },
         "hash": digest,
     }
-    _save(path, payload)
+    save_payload(path, payload)
     return digest
 
 
 def load_model(path: Path) -> tuple[GenerativeModel, FedsynthConfig]:
     """Rebuild a model from its file; the weights are checked against the stored hash."""
-    payload = _load(path, MODEL_FORMAT, "model file")
+    payload = load_payload(path, MODEL_FORMAT, "model file")
     config = load_config(payload["run_config"])
     model = build_model(config)
     try:
@@ -94,12 +100,12 @@ def save_checkpoint(path: Path, model: GenerativeModel, state: dict[str, Any]) -
         "optimizers": {name: opt.state_dict() for name, opt in model.optimizers.items()},
         "state": state,
     }
-    _save(path, payload)
+    save_payload(path, payload)
 
 
 def load_checkpoint(path: Path, model: GenerativeModel) -> dict[str, Any]:
     """Restore networks and optimisers from a checkpoint; return the caller's saved state."""
-    payload = _load(path, CHECKPOINT_FORMAT, "checkpoint")
+    payload = load_payload(path, CHECKPOINT_FORMAT, "checkpoint")
     model.load_network_state(payload["networks"])
     for name, optimizer in model.optimizers.items():
         optimizer.load_state_dict(payload["optimizers"][name])

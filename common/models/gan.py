@@ -66,6 +66,18 @@ class GanModel(GenerativeModel):
     module docstring for the design and why it suits DP-SGD."""
 
     private_networks: ClassVar[tuple[str, ...]] = ("discriminator",)
+    loss_names: ClassVar[tuple[str, ...]] = (
+        "d_loss",
+        "d_real",
+        "d_fake",
+        "g_loss",
+        "g_adversarial",
+        "g_l1",
+        "g_feature_matching",
+    )
+    grad_sample_mode: ClassVar[str] = "hooks"
+    """The small patch discriminator's per-sample gradients are cheapest with Opacus' hooks
+    (1.03x a plain step at 32^3; functorch 1.46x)."""
 
     def __init__(
         self,

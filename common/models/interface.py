@@ -51,6 +51,11 @@ class GenerativeModel(ABC):
 
     family: ClassVar[str]
     private_networks: ClassVar[tuple[str, ...]]
+    loss_names: ClassVar[tuple[str, ...]]
+    """The keys of :meth:`train_step`'s result (federated rounds report each one)."""
+    grad_sample_mode: ClassVar[str] = "hooks"
+    """Opacus per-sample gradient mode ``privacy.grad-sample-mode = auto`` picks: the fastest
+    measured for the family's private network (``bench/generators.py``)."""
 
     def __init__(
         self,

@@ -33,6 +33,14 @@ def families() -> list[str]:
     return sorted(_FAMILIES)
 
 
+def model_family(name: str) -> type[GenerativeModel]:
+    """The class of the family called ``name`` (``ConfigError`` naming the known ones)."""
+    _import_builtin_families()
+    if name not in _FAMILIES:
+        raise ConfigError(f"model.family = {name!r} is not one of {', '.join(families())}")
+    return _FAMILIES[name]
+
+
 def _import_builtin_families() -> None:
     import common.models.diffusion
     import common.models.gan  # noqa: F401  (registers "gan")
@@ -51,15 +59,11 @@ def build_model(config: FedsynthConfig) -> GenerativeModel:
 
     from common.seeding import derive_seed
 
-    _import_builtin_families()
-    if config.model.family not in _FAMILIES:
-        raise ConfigError(
-            f"model.family = {config.model.family!r} is not one of {', '.join(families())}"
-        )
+    family = model_family(config.model.family)
     num_classes = len(schema_for(config.data.modality).labels) + 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "model-init", config.model.family))
-        return _FAMILIES[config.model.family](
+        return family(
             config.model,
             config.training,
             spatial_shape=spatial_shape(config),

@@ -9,6 +9,7 @@ run with the same steps, never a restart from zero.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ History = list[HistoryEntry]
 ACCOUNTANTS = ("rdp", "prv")
 """Opacus' accountants fedsynth uses (``privacy.accountant``)."""
 
+NOISE_SEARCH_CACHE_SIZE = 64
+"""Noise-multiplier searches remembered per process."""
 TARGET_EPSILON_TOLERANCE = 0.002
 """A noise multiplier chosen for a target epsilon spends between (1 - this) x target and target."""
 
@@ -129,13 +132,15 @@ def compute_epsilon(history: Iterable[Sequence[Any]], delta: float, mechanism: s
     return float(new_accountant(mechanism, entries).get_epsilon(delta=delta))
 
 
+@functools.lru_cache(maxsize=NOISE_SEARCH_CACHE_SIZE)
 def noise_multiplier_for(
     target_epsilon: float, delta: float, sample_rate: float, steps: int, mechanism: str
 ) -> float:
     """The noise multiplier with which ``steps`` steps at ``sample_rate`` spend ``target_epsilon``.
 
     Uses Opacus' ``get_noise_multiplier``; the result spends between (1 -
-    :data:`TARGET_EPSILON_TOLERANCE`) x target and the target, never more.
+    :data:`TARGET_EPSILON_TOLERANCE`) x target and the target, never more. The search takes
+    seconds at high sample rates, so results are remembered (a site asks every round).
 
     Raises:
         ConfigError: no noise level reaches the target (it is too small for these steps).

@@ -175,11 +175,10 @@ def make_private(
     accountant = new_accountant(
         privacy.accountant, extend_history(before, sigma, sample_rate, steps_done)
     )
-    module = prepare_module(net, grad_sample_mode=privacy.grad_sample_mode, loss_reduction="mean")
+    mode = grad_sample_mode(model, privacy)
+    module = prepare_module(net, grad_sample_mode=mode, loss_reduction="mean")
     module.forbid_grad_accumulation()  # Poisson sampling: one backward pass per step
-    optimizer_class = get_optimizer_class(
-        clipping="flat", distributed=False, grad_sample_mode=privacy.grad_sample_mode
-    )
+    optimizer_class = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=mode)
     dp_optimizer: DPOptimizer = optimizer_class(
         optimizer,
         noise_multiplier=sigma,
@@ -203,7 +202,7 @@ def make_private(
         len(loader.dataset),  # type: ignore[arg-type]
         privacy.accountant,
         privacy.delta,
-        privacy.grad_sample_mode,
+        mode,
     )
     return PrivateTraining(
         data_loader=loader,
@@ -218,6 +217,14 @@ def make_private(
         optimizer=dp_optimizer,
         steps_before=total_steps(before),
     )
+
+
+def grad_sample_mode(model: GenerativeModel, privacy: PrivacyConfig) -> str:
+    """Opacus' per-sample gradient mode: ``privacy.grad-sample-mode``, or with ``auto`` the
+    mode the model's family measured fastest (``GenerativeModel.grad_sample_mode``)."""
+    if privacy.grad_sample_mode == "auto":
+        return model.grad_sample_mode
+    return privacy.grad_sample_mode
 
 
 def _private_network(model: GenerativeModel) -> str:

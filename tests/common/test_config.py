@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import tomllib
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from flwr.common.config import flatten_dict
 
 from common.config import (
+    SECTIONS,
     DataConfig,
     FedsynthConfig,
     SiteConfig,
@@ -181,3 +184,27 @@ def test_gan_losses_that_feed_real_voxels_to_the_generator_need_dp_off() -> None
         load_config(settings)
     assert load_config({**settings, "privacy.enabled": False}).model.l1_weight == 10.0
     assert load_config({"model.family": "gan"}).privacy.enabled
+
+
+def _bounded_settings() -> list[tuple[str, float, str]]:
+    """(key, a value just outside, 'below'/'above') for every numeric setting with a bound."""
+    cases = []
+    for section, section_type in SECTIONS.items():
+        for spec in dataclasses.fields(section_type):
+            key = f"{section}.{spec.name.replace('_', '-')}"
+            low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
+            if isinstance(spec.default, bool) or not isinstance(spec.default, int | float):
+                continue
+            if low is not None:
+                cases.append((key, low - 1, "below"))
+            if high is not None:
+                cases.append((key, high + 1, "above"))
+    return cases
+
+
+@pytest.mark.parametrize(("key", "value", "side"), _bounded_settings())
+def test_every_bounded_setting_is_checked_in_every_section(
+    key: str, value: float, side: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{re.escape(key)} = .* is {side} its"):
+        load_config({key: value})

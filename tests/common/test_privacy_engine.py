@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from opacus import GradSampleModule
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizer
 from torch import nn
@@ -19,8 +20,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.config import ModelConfig, PrivacyConfig, TrainingConfig
 from common.errors import ConfigError
 from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
+from common.models.registry import model_family
 from common.privacy.accounting import compute_epsilon
-from common.privacy.engine import PrivacyModelError, PrivateTraining, make_private
+from common.privacy.engine import (
+    PrivacyModelError,
+    PrivateTraining,
+    grad_sample_mode,
+    make_private,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 
@@ -293,3 +300,29 @@ def test_a_network_is_not_wrapped_twice() -> None:
     _private(model, PrivacyConfig())
     with pytest.raises(ValueError, match="already wrapped"):
         _private(model, PrivacyConfig())
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"), [("gan", "hooks"), ("diffusion", "functorch"), ("tiny", "hooks")]
+)
+def test_auto_mode_takes_the_family_s_measured_fastest_mode(family: str, expected: str) -> None:
+    model_class = TinyModel if family == "tiny" else model_family(family)
+    model = object.__new__(model_class)  # the mode is a class setting: no network is built
+    assert grad_sample_mode(model, PrivacyConfig()) == expected
+    chosen = PrivacyConfig(grad_sample_mode="ew")
+    assert grad_sample_mode(model, chosen) == "ew"  # an explicit mode always wins
+
+
+def test_auto_mode_wraps_the_network_for_the_chosen_mode() -> None:
+    model = TinyModel()
+    model.grad_sample_mode = "functorch"  # type: ignore[misc]
+    make_private(
+        model,
+        _loader(FEATURES),
+        PrivacyConfig(),
+        noise_generator=torch.Generator(),
+        planned_steps=1,
+    )
+    wrapped = model.nets["critic"]
+    assert isinstance(wrapped, GradSampleModule)
+    assert wrapped.force_functorch

@@ -1,4 +1,4 @@
-"""The `fedsynth` console script end to end: phantoms written, checked, prepared, shown."""
+"""The `fedsynth` console script end to end: phantoms, site checks, the demo, simulate."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from simulations.cli import app
 
 RUNNER = CliRunner()
 SMALL_DEMO = (
-    "phantoms.sites=2 phantoms.cases-per-site=1 phantoms.size=16 "
-    'data.target-shape="16,16,16" data.target-spacing="12.5,12.5,12.5"'
+    "phantoms.sites=2 phantoms.cases-per-site=2 phantoms.size=16 "
+    'data.target-shape="16,16,16" data.target-spacing="12.5,12.5,12.5" '
+    'model.channels="8,16" model.norm-groups=4 model.sampling-steps=3 training.max-steps=2 '
+    "federation.num-rounds=2 federation.min-sites=2 federation.release-cases=2"
 )
 
 
@@ -67,16 +69,34 @@ def test_phantoms_refuse_to_overwrite_and_bad_settings(tmp_path: Path) -> None:
     assert not (tmp_path / "y").exists()
 
 
-def test_demo_makes_checks_prepares_and_pictures_the_sites(tmp_path: Path) -> None:
+def test_demo_trains_a_federation_and_releases_synthetic_cases(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     code, output = _invoke("demo", "--out", str(out), "--run-config", SMALL_DEMO)
     assert code == 0, output
+    release = out / "server" / "release"
+    assert f"release (synthetic cases only): {release}" in " ".join(output.split())
+    manifest = json.loads((release / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["rounds"] == 2
+    assert [site["name"] in output for site in manifest["sites"]] == [True, True]
+    assert all(0 < site["epsilon"] <= 8.0 + 1e-6 for site in manifest["sites"])
+    assert len(list((release / "imagesTr").glob("*.nii.gz"))) == 2
+    assert (out / "real-vs-synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "done in" in output
-    for site in ("site-01", "site-02"):
-        index = json.loads((out / "cache" / site / "index.json").read_text(encoding="utf-8"))
-        assert index["case_ids"] == [f"phantom-ct-s0{site[-1]}-000"]
-        assert index["target_shape"] == [16, 16, 16]
-    assert (out / "phantoms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_needs_a_preset_or_a_config_and_a_fresh_folder(tmp_path: Path) -> None:
+    code, output = _invoke("simulate", "--out", str(tmp_path / "a"))
+    assert code == 2
+    assert "give --preset NAME or --config FILE" in output
+    code, output = _invoke("simulate", "--preset", "nope", "--out", str(tmp_path / "a"))
+    assert code == 2
+    assert "unknown preset 'nope': choose one of demo, smoke" in output
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x", encoding="utf-8")
+    code, output = _invoke("simulate", "--preset", "smoke", "--out", str(tmp_path / "used"))
+    assert code == 2
+    assert "resume that simulation (--resume)" in output
+    assert not (tmp_path / "a").exists()
 
 
 def test_verbose_logs_every_setting(tmp_path: Path) -> None:

@@ -1,0 +1,366 @@
+"""The server's rounds: send the global arrays, gate the replies, aggregate, checkpoint.
+
+Each round: the strategy picks the sites (waiting for ``federation.min-sites``), the sites train
+and reply within ``federation.reply-timeout-s``, the update gate (:mod:`server.gate`) screens
+the replies, and if at least ``min-sites`` remain the strategy aggregates them into the new
+global arrays; otherwise the round leaves the model as it was and the run goes on. Failed,
+late and rejected sites are logged and counted in ``rounds.jsonl``.
+
+After every round the state is checkpointed atomically (global arrays, the next round, the
+sites' privacy figures, the round reports, the strategy's adaptive state). Random draws (site
+sampling, central-DP noise) are reseeded from the run seed at the start of each round, so a run
+resumed from its checkpoint repeats exactly what the uninterrupted run would have done.
+
+Sites are named in the run's records by a pseudonym they send (``site-key``: a hash of the
+federation run id and their data fingerprint), stable across a resume and meaningless outside
+the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from common.atomic import atomic_write_text, is_nonempty_dir
+from common.config import FedsynthConfig, to_run_config
+from common.errors import FedsynthError, OutputExistsError
+from common.exchange import (
+    EXAMPLES_KEY,
+    METRICS_KEY,
+    SITE_KEY,
+    load_model_arrays,
+    model_arrays,
+    settings_record,
+)
+from common.models.checkpoint import CheckpointError, load_payload, save_model, save_payload
+from common.models.registry import build_model
+from common.release import SiteRecord
+from common.runs import MODEL_FILE, RunSummary, write_summary
+from common.seeding import derive_seed
+from server.gate import screen_replies
+from server.sampling import release_from_run
+from server.strategies import build_strategy
+
+LOGGER = logging.getLogger("fedsynth.server")
+
+SERVER_CHECKPOINT_FILE = "server-checkpoint.pt"
+ROUNDS_FILE = "rounds.jsonl"
+CHECKPOINT_FORMAT = "fedsynth-server-checkpoint/1"
+RESUME_IGNORED_KEYS = ("federation.resume", "federation.run-dir", "federation.reply-timeout-s")
+"""Settings a resumed run may change; every other setting must equal the checkpoint's."""
+RUN_ID_LENGTH = 32
+"""Hex digits of a run id."""
+SEED_MODULUS = 2**32
+"""numpy's and Python's global generators take seeds below this."""
+
+
+class NoUpdatesError(FedsynthError):
+    """Every round of a run was left without updates: there is no model to release."""
+
+
+class ResumeError(FedsynthError):
+    """A run cannot be resumed as asked; the message says why and what to do."""
+
+
+@dataclass
+class RoundReport:
+    """What happened in one round, for ``rounds.jsonl`` and the summary."""
+
+    round: int
+    asked: int
+    replied: int
+    accepted: int
+    rejected: dict[str, str]
+    aggregated: bool
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FederationState:
+    """Everything the server checkpoints after a round."""
+
+    run_id: str
+    next_round: int
+    arrays: dict[str, np.ndarray]
+    sites: dict[str, dict[str, float]]
+    reports: list[RoundReport]
+    strategy_state: dict[str, float]
+    run_config: dict[str, Any]
+
+
+RoundCallback = Callable[[RoundReport], None]
+
+
+def run_federation(
+    grid: Grid, config: FedsynthConfig, run_dir: Path, *, on_round: RoundCallback | None = None
+) -> RunSummary:
+    """Run ``federation.num-rounds`` rounds (or the rest of them with ``federation.resume``),
+    then write ``model.pt`` and ``run.json`` to ``run_dir``.
+
+    Raises:
+        OutputExistsError: ``run_dir`` already holds a run and ``federation.resume`` is off.
+        ResumeError: resume was asked but there is no checkpoint, or its settings differ.
+    """
+    model = build_model(config)
+    state = _start(config, run_dir, model_arrays(model))
+    strategy = build_strategy(config.federation, _sites_per_round(grid, config))
+    _restore_strategy(strategy, state.strategy_state)
+    arrays = ArrayRecord({k: torch.from_numpy(v) for k, v in state.arrays.items()})
+    for server_round in range(state.next_round, config.federation.num_rounds + 1):
+        report, arrays = _round(grid, strategy, config, state, arrays, server_round)
+        state.reports.append(report)
+        state.next_round = server_round + 1
+        state.arrays = {name: array.numpy() for name, array in arrays.items()}
+        state.strategy_state = _strategy_state(strategy)
+        _save_state(run_dir, state)
+        if on_round is not None:
+            on_round(report)
+    load_model_arrays(model, arrays)
+    digest = save_model(run_dir / MODEL_FILE, model, config)
+    summary = RunSummary(
+        family=model.family,
+        model_hash=digest,
+        rounds=config.federation.num_rounds,
+        steps=int(sum(r.metrics.get("steps", 0.0) for r in state.reports)),
+        sites=site_records(state.sites),
+        final_losses=_final_losses(state.reports),
+    )
+    write_summary(run_dir, summary)
+    return summary
+
+
+def site_records(sites: dict[str, dict[str, float]]) -> list[SiteRecord]:
+    """Each site's privacy figures under its pseudonym, in a fixed order."""
+    return [
+        SiteRecord(name, figures.get("epsilon"), figures.get("delta"))
+        for name, figures in sorted(sites.items())
+    ]
+
+
+def _round(
+    grid: Grid,
+    strategy: Strategy,
+    config: FedsynthConfig,
+    state: FederationState,
+    arrays: ArrayRecord,
+    server_round: int,
+) -> tuple[RoundReport, ArrayRecord]:
+    started = time.perf_counter()
+    _reseed(config.seed, server_round)
+    settings = settings_record(config, server_round, state.run_id)
+    messages = list(strategy.configure_train(server_round, arrays, settings, grid))
+    LOGGER.info("round %d: %d sites asked to train", server_round, len(messages))
+    replies = list(grid.send_and_receive(messages, timeout=config.federation.reply_timeout_s))
+    gate = screen_replies(replies, arrays, server_round, config.federation.max_update_norm_ratio)
+    for reply in gate.accepted:
+        _record_site(state.sites, reply)
+    aggregated = len(gate.accepted) >= config.federation.min_sites
+    metrics: dict[str, float] = {}
+    if aggregated:
+        new_arrays, merged = strategy.aggregate_train(server_round, gate.accepted)
+        if new_arrays is None:
+            aggregated = False
+        else:
+            arrays = new_arrays
+            metrics = _scalar_metrics(merged)
+    else:
+        LOGGER.warning(
+            "round %d: %d accepted updates, fewer than federation.min-sites = %d: the global "
+            "model stays as it was",
+            server_round,
+            len(gate.accepted),
+            config.federation.min_sites,
+        )
+    metrics["steps"] = float(
+        sum(_metric(reply, "steps") for reply in gate.accepted) if aggregated else 0.0
+    )
+    report = RoundReport(
+        round=server_round,
+        asked=len(messages),
+        replied=len(replies),
+        accepted=len(gate.accepted),
+        rejected={str(node): reason for node, reason in gate.rejected.items()},
+        aggregated=aggregated,
+        seconds=time.perf_counter() - started,
+        metrics=metrics,
+    )
+    LOGGER.info(
+        "round %d: %d of %d sites replied, %d accepted, %d rejected, %s in %.1f s",
+        server_round,
+        report.replied,
+        report.asked,
+        report.accepted,
+        len(report.rejected),
+        "aggregated" if aggregated else "not aggregated",
+        report.seconds,
+    )
+    return report, arrays
+
+
+def _reseed(seed: int, server_round: int) -> None:
+    """Python's and numpy's global generators (Flower's site sampling and central-DP noise
+    draw from them), seeded for this round from the run seed."""
+    random.seed(derive_seed(seed, "server-round", server_round) % SEED_MODULUS)
+    np.random.seed(derive_seed(seed, "server-noise", server_round) % SEED_MODULUS)
+
+
+def _sites_per_round(grid: Grid, config: FedsynthConfig) -> int:
+    """How many sites a round samples once ``min-sites`` are connected (central DP's scale)."""
+    connected = max(len(list(grid.get_node_ids())), config.federation.min_sites)
+    return max(int(connected * config.federation.fraction_train), config.federation.min_sites)
+
+
+def _metric(reply: Message, key: str) -> float:
+    metrics = reply.content[METRICS_KEY]
+    value = metrics.get(key, 0.0) if isinstance(metrics, MetricRecord) else 0.0
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _record_site(sites: dict[str, dict[str, float]], reply: Message) -> None:
+    """Keep a site's latest privacy figures (its ledger's cumulative epsilon)."""
+    key = f"site-{int(_metric(reply, SITE_KEY)):012x}"
+    figures = sites.setdefault(key, {})
+    figures["cases"] = _metric(reply, EXAMPLES_KEY)
+    metrics = reply.content[METRICS_KEY]
+    if isinstance(metrics, MetricRecord) and "epsilon" in metrics:
+        figures["epsilon"] = _metric(reply, "epsilon")
+        figures["delta"] = _metric(reply, "delta")
+
+
+def _scalar_metrics(record: MetricRecord | None) -> dict[str, float]:
+    if record is None:
+        return {}
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+
+
+def _final_losses(reports: list[RoundReport]) -> dict[str, float]:
+    for report in reversed(reports):
+        if report.aggregated:
+            return {k: v for k, v in report.metrics.items() if k.startswith("loss-")}
+    return {}
+
+
+def _strategy_state(strategy: Strategy) -> dict[str, float]:
+    """The adaptive state of a strategy (the adaptive-clipping norm), for the checkpoint."""
+    norm = getattr(strategy, "clipping_norm", None)
+    return {"clipping_norm": float(norm)} if isinstance(norm, int | float) else {}
+
+
+def _restore_strategy(strategy: Strategy, saved: dict[str, float]) -> None:
+    if "clipping_norm" in saved:
+        strategy.clipping_norm = saved["clipping_norm"]  # type: ignore[attr-defined]
+
+
+def _comparable(run_config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in run_config.items() if k not in RESUME_IGNORED_KEYS}
+
+
+def _start(config: FedsynthConfig, run_dir: Path, initial: ArrayRecord) -> FederationState:
+    """A fresh state, or the checkpointed one with ``federation.resume``."""
+    checkpoint = run_dir / SERVER_CHECKPOINT_FILE
+    run_config = dict(to_run_config(config))
+    if config.federation.resume:
+        if not checkpoint.exists():
+            raise ResumeError(
+                f"{checkpoint}: no server checkpoint to resume from; run without "
+                "federation.resume (--resume) to start the run"
+            )
+        state = _load_state(checkpoint)
+        changed = sorted(
+            k
+            for k in set(_comparable(state.run_config)) | set(_comparable(run_config))
+            if state.run_config.get(k) != run_config.get(k)
+        )
+        if changed:
+            raise ResumeError(
+                f"{checkpoint}: the run was started with other settings ({', '.join(changed)}); "
+                "resume it with the settings it started with"
+            )
+        LOGGER.info("resuming run %s at round %d", state.run_id, state.next_round)
+        return state
+    if is_nonempty_dir(run_dir):
+        raise OutputExistsError(
+            run_dir, "resume that run (--resume, federation.resume=true) or choose a new folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return FederationState(
+        run_id=run_identity(run_config),
+        next_round=1,
+        arrays={name: array.numpy() for name, array in initial.items()},
+        sites={},
+        reports=[],
+        strategy_state={},
+        run_config=run_config,
+    )
+
+
+def run_identity(run_config: dict[str, Any]) -> str:
+    """A run's id: a hash of its settings (seed included), so the same settings give the same
+    run, seeds and result; it names the run's privacy-ledger charges and site pseudonyms."""
+    text = json.dumps(_comparable(run_config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def _save_state(run_dir: Path, state: FederationState) -> None:
+    save_payload(run_dir / SERVER_CHECKPOINT_FILE, {"format": CHECKPOINT_FORMAT, **asdict(state)})
+    lines = "".join(json.dumps(asdict(report)) + "\n" for report in state.reports)
+    atomic_write_text(run_dir / ROUNDS_FILE, lines)
+
+
+def _load_state(path: Path) -> FederationState:
+    try:
+        payload = load_payload(path, CHECKPOINT_FORMAT, "server checkpoint")
+    except CheckpointError as err:
+        raise ResumeError(str(err)) from None
+    payload.pop("format")
+    payload["reports"] = [RoundReport(**report) for report in payload["reports"]]
+    return FederationState(**payload)
+
+
+RELEASE_DIR = "release"
+"""The release folder inside a federated run folder."""
+
+
+@dataclass(frozen=True)
+class FederationOutcome:
+    """A finished federation: the run summary and where the release is."""
+
+    summary: RunSummary
+    release: Path
+    cases: int
+
+
+def federate(
+    grid: Grid, config: FedsynthConfig, run_dir: Path, *, on_round: RoundCallback | None = None
+) -> FederationOutcome:
+    """The rounds (:func:`run_federation`), then the release sampled from the global model.
+
+    Raises:
+        NoUpdatesError: no round aggregated an update (every site failed or was rejected).
+    """
+    summary = run_federation(grid, config, run_dir, on_round=on_round)
+    reports = [json.loads(line) for line in (run_dir / ROUNDS_FILE).read_text().splitlines()]
+    if not any(report["aggregated"] for report in reports):
+        raise NoUpdatesError(
+            f"no round of the run in {run_dir} aggregated any site's update, so the model is "
+            f"untrained and nothing is released: see why each site was left out in "
+            f"{run_dir / ROUNDS_FILE} and the sites' logs"
+        )
+    release = run_dir / RELEASE_DIR
+    cases = config.federation.release_cases
+    release_from_run(run_dir, cases, release, overwrite=True)
+    return FederationOutcome(summary, release, cases)

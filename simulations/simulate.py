@@ -1,0 +1,135 @@
+"""Many sites on one machine: Flower's simulation engine (Ray) runs the real ClientApp and
+ServerApp, one virtual SuperNode per site folder.
+
+A simulation folder ``RUN`` holds:
+
+- ``sites/``: one sub-folder per site (a phantom cohort made here, or the user's ``--sites``
+  folders are used in place and ``sites/`` is not written),
+- ``site-state/``: each virtual site's prepared cache and privacy ledger,
+- ``server/``: the server's checkpoints, ``rounds.jsonl``, ``model.pt``, ``run.json`` and the
+  release (``server/release/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.simulation import run_simulation
+
+from client.app import app as client_app
+from common.atomic import is_nonempty_dir
+from common.config import FedsynthConfig, Scalar, load_config, to_run_config
+from common.errors import ConfigError, OutputExistsError
+from common.runs import RunSummary, read_summary
+from server.app import make_server_app
+from server.federation import RELEASE_DIR, RoundCallback
+from simulations.phantoms import write_cohort
+
+LOGGER = logging.getLogger("fedsynth.simulate")
+
+SITES_DIR, STATE_DIR, SERVER_DIR = "sites", "site-state", "server"
+QUIET_ENVIRONMENT = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+"""No telemetry or update checks from Flower; quiet Ray."""
+
+
+@dataclass(frozen=True)
+class SimulationOutcome:
+    """A finished simulation: its summary, folders and wall time."""
+
+    summary: RunSummary
+    server_dir: Path
+    release: Path
+    sites: int
+    seconds: float
+
+
+def simulation_settings(config: FedsynthConfig, out: Path, sites_dir: Path) -> dict[str, Scalar]:
+    """The run settings of a simulation in ``out`` over the site folders in ``sites_dir``."""
+    settings = dict(to_run_config(config))
+    settings["simulation.sites-dir"] = str(sites_dir.resolve())
+    settings["simulation.state-dir"] = str((out / STATE_DIR).resolve())
+    settings["federation.run-dir"] = str((out / SERVER_DIR).resolve())
+    return settings
+
+
+def site_folders(sites_dir: Path) -> list[Path]:
+    """The site folders of a simulation, sorted (site k is partition k).
+
+    Raises:
+        ConfigError: the folder does not exist or holds no site folders.
+    """
+    folders = sorted(p for p in sites_dir.iterdir() if p.is_dir()) if sites_dir.is_dir() else []
+    if not folders:
+        raise ConfigError(
+            f"{sites_dir}: no site folders here; give a folder with one sub-folder per site "
+            "(for example one made by `fedsynth phantoms`)"
+        )
+    return folders
+
+
+def simulate(
+    config: FedsynthConfig,
+    out: Path,
+    *,
+    sites_dir: Path | None = None,
+    resume: bool = False,
+    on_round: RoundCallback | None = None,
+) -> SimulationOutcome:
+    """Run a federated simulation into ``out`` (see the module docstring).
+
+    Without ``sites_dir`` a phantom cohort of ``config.phantoms`` is written to ``out/sites``.
+    With ``resume`` the run continues from its server checkpoint and every site's ledger
+    continues.
+
+    Raises:
+        OutputExistsError: ``out`` already holds a run and ``resume`` is off.
+        ConfigError: no site folders; fewer sites than ``federation.min-sites``.
+    """
+    started = time.perf_counter()
+    if resume:
+        config = load_config({**to_run_config(config), "federation.resume": True})
+    elif is_nonempty_dir(out):
+        raise OutputExistsError(out, "resume that simulation (--resume) or choose a new --out")
+    if sites_dir is None:
+        sites_dir = out / SITES_DIR
+        if not resume:
+            write_cohort(config, sites_dir)
+    folders = site_folders(sites_dir)
+    if len(folders) < config.federation.min_sites:
+        raise ConfigError(
+            f"{len(folders)} site folders in {sites_dir}, but federation.min-sites = "
+            f"{config.federation.min_sites}: add sites or lower federation.min-sites"
+        )
+    settings = simulation_settings(config, out, sites_dir)
+    resources = {
+        "num_cpus": config.simulation.cpus_per_site,
+        "num_gpus": config.simulation.gpus_per_site,
+    }
+    os.environ.update(QUIET_ENVIRONMENT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        run_simulation(
+            make_server_app(settings, on_round),
+            client_app,
+            num_supernodes=len(folders),
+            backend_config={"client_resources": resources},  # type: ignore[dict-item]
+        )
+    server_dir = out / SERVER_DIR
+    return SimulationOutcome(
+        summary=read_summary(server_dir),
+        server_dir=server_dir,
+        release=server_dir / RELEASE_DIR,
+        sites=len(folders),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,130 @@
+"""For federation tests: a Grid that runs every site's ClientApp in this process.
+
+``LocalGrid`` does what Flower's in-memory grid does with a train message (gives it an id, hands
+it to the destination node's ClientApp, returns the reply), keeps every reply a site sent in
+``sent``, and can make a site misbehave: time out, answer as an old round, or corrupt its update.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.app import train as client_train
+from common.config import FedsynthConfig, Scalar, load_config
+from common.exchange import ARRAYS_KEY, METRICS_KEY, ROUND_KEY
+from simulations.phantoms import write_cohort
+from simulations.presets import preset
+
+SMOKE: dict[str, Scalar] = preset("smoke")
+"""The smallest federation that goes through every step (2 sites of 2 cases at 16^3)."""
+
+Tamper = Callable[[Message, int], Message | None]
+"""What a misbehaving site does to its reply in a round (None: the reply never arrives)."""
+
+
+@dataclass
+class LocalGrid:
+    """A Grid whose sites' ClientApps run in this process (see the module docstring)."""
+
+    node_configs: dict[int, dict[str, Scalar]]
+    tamper: dict[int, Tamper] = field(default_factory=dict)
+    sent: list[Message] = field(default_factory=list)
+    asked: list[Message] = field(default_factory=list)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Every site is always connected."""
+        return list(self.node_configs)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Each site trains on its message; its (possibly tampered) reply comes back."""
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            self.asked.append(message)
+            node = message.metadata.dst_node_id
+            context = Context(
+                run_id=1,
+                node_id=node,
+                node_config=dict(self.node_configs[node]),
+                state=RecordDict(),
+                run_config={},
+            )
+            reply = client_train(message, context)
+            self.sent.append(reply)
+            server_round = int(message.content["config"][ROUND_KEY])  # type: ignore[index, arg-type]
+            changed = self.tamper[node](reply, server_round) if node in self.tamper else reply
+            if changed is not None:
+                replies.append(changed)
+        return replies
+
+    def as_grid(self) -> Grid:
+        """This object where Flower's Grid type is expected."""
+        return cast(Grid, self)
+
+
+@pytest.fixture
+def task_identity() -> Iterator[None]:
+    """Flower's task identity, which creating a Message needs outside a Flower process."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+def smoke_config(**overrides: Scalar) -> FedsynthConfig:
+    """The smoke federation's settings, with overrides (run-config keys)."""
+    return load_config({**SMOKE, **overrides})
+
+
+def phantom_sites(folder: Path, config: FedsynthConfig) -> dict[int, dict[str, Scalar]]:
+    """A phantom cohort in ``folder/sites``; node configs (node ids 101, 102, ...) for its
+    sites, each with its own cache and ledger under ``folder``."""
+    cohort = write_cohort(config, folder / "sites")
+    return {
+        101 + index: {
+            "data-path": str(site),
+            "cache-dir": str(folder / "cache" / site.name),
+            "ledger-dir": str(folder / "ledger" / site.name),
+        }
+        for index, site in enumerate(cohort.sites)
+    }
+
+
+def as_round(server_round: int) -> Tamper:
+    """A site whose reply claims to answer ``server_round`` (a late reply)."""
+
+    def tamper(reply: Message, _: int) -> Message:
+        metrics = cast(MetricRecord, reply.content[METRICS_KEY])
+        metrics[ROUND_KEY] = server_round
+        return reply
+
+    return tamper
+
+
+def scaled_update(factor: float) -> Tamper:
+    """A site whose arrays are multiplied by ``factor`` (a poisoned update)."""
+
+    def tamper(reply: Message, _: int) -> Message:
+        arrays = cast(ArrayRecord, reply.content[ARRAYS_KEY])
+        scaled = {name: Array(array.numpy() * np.float32(factor)) for name, array in arrays.items()}
+        reply.content[ARRAYS_KEY] = ArrayRecord(scaled)  # type: ignore[arg-type]
+        return reply
+
+    return tamper
+
+
+def never_replies(reply: Message, _: int) -> None:
+    """A site that does not answer in time."""
+    return None
