@@ -5,6 +5,7 @@ Run: .venv/bin/python -m bench.phantoms   (writes the "phantoms" section of benc
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -24,9 +25,7 @@ def main() -> None:
         for size in SIZES:
             config = load_config({"data.modality": modality, "phantoms.size": size})
             profile = site_profiles(modality, config)[0]
-            timing = time_call(
-                lambda m=modality, p=profile, c=config: make_case(m, p, 0, c), REPEATS
-            )
+            timing = time_call(functools.partial(make_case, modality, profile, 0, config), REPEATS)
             per_case[f"{modality}-{size}"] = timing
     demo = load_config(preset("demo"))
     with tempfile.TemporaryDirectory() as folder:

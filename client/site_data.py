@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import FedsynthConfig, Scalar, SiteConfig
-from common.data.cache import data_settings, read_cache
+from common.data.cache import INDEX_FILE, data_settings, read_cache
 from common.data.site import prepare_site
 from common.errors import ConfigError, DataError
 
@@ -86,7 +86,7 @@ def ensure_prepared(files: SiteFiles, config: FedsynthConfig) -> Path:
     Raises:
         SiteDataError, DataError: the site's data has problems (each names its file).
     """
-    if files.cache.is_dir():
+    if (files.cache / INDEX_FILE).is_file():
         try:
             index, _ = read_cache(files.cache)
         except DataError:

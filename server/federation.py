@@ -40,7 +40,9 @@ from common.errors import FedsynthError, OutputExistsError
 from common.exchange import (
     EXAMPLES_KEY,
     METRICS_KEY,
+    ROUND_KEY,
     SITE_KEY,
+    SITE_WEIGHT_KEY,
     load_model_arrays,
     model_arrays,
     settings_record,
@@ -61,6 +63,8 @@ ROUNDS_FILE = "rounds.jsonl"
 CHECKPOINT_FORMAT = "fedsynth-server-checkpoint/1"
 RESUME_IGNORED_KEYS = ("federation.resume", "federation.run-dir", "federation.reply-timeout-s")
 """Settings a resumed run may change; every other setting must equal the checkpoint's."""
+NOT_AVERAGED = (SITE_KEY, SITE_WEIGHT_KEY, ROUND_KEY)
+"""Reply metrics left out of a round's aggregated metrics."""
 RUN_ID_LENGTH = 32
 """Hex digits of a run id."""
 SEED_MODULUS = 2**32
@@ -242,9 +246,15 @@ def _record_site(sites: dict[str, dict[str, float]], reply: Message) -> None:
 
 
 def _scalar_metrics(record: MetricRecord | None) -> dict[str, float]:
+    """The round's aggregated metrics, without those whose mean means nothing (pseudonyms,
+    weights, the round)."""
     if record is None:
         return {}
-    return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if isinstance(v, int | float) and k not in NOT_AVERAGED
+    }
 
 
 def _final_losses(reports: list[RoundReport]) -> dict[str, float]:

@@ -1,54 +1,19 @@
-"""Shared fixtures: tiny hand-made volumes whose every voxel the tests know."""
+"""Shared fixtures and the test session's environment (one torch thread per worker, Flower
+telemetry and update checks off)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-
-from common.config import PhantomConfig
+from data_support import tiny_ct, write_pattern_case
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ["COLUMNS"] = "200"  # rich wraps at 80 columns when not on a terminal
 torch.set_num_threads(1)  # pytest -n 2 runs two workers on two cores: one thread each
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared_case(*parts: str) -> Path:
-    """A file under ../shared/data, or skip the test with the reason."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared real data not found at {path} (only CI and dev machines have it)")
-    return path
-
-
-def tiny_ct(size: int = 12) -> tuple[sitk.Image, sitk.Image]:
-    """A 12^3 CT in HU: air, a soft-tissue box (40 HU), a bone bar (700 HU), a 2^3 tumour."""
-    hu = np.full((size, size, size), -1000, dtype=np.int16)
-    hu[2:-2, 2:-2, 2:-2] = 40
-    hu[3:-3, 8:10, 3:-3] = 700
-    label = np.zeros_like(hu, dtype=np.uint8)
-    label[4:6, 4:6, 4:6] = 1
-    hu[4:6, 4:6, 4:6] = 70
-    label[3:-3, 8:10, 3:-3] = 2
-    image, mask = sitk.GetImageFromArray(hu), sitk.GetImageFromArray(label)
-    for volume in (image, mask):
-        volume.SetSpacing((1.5, 1.5, 2.0))
-        volume.SetOrigin((-10.0, 20.0, 5.0))
-    return image, mask
-
-
-def write_pattern_case(folder: Path, case_id: str, image: sitk.Image, label: sitk.Image) -> None:
-    """Write a case as ``<case>_image.nii.gz`` and ``<case>_label.nii.gz``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(folder / f"{case_id}_image.nii.gz"))
-    sitk.WriteImage(label, str(folder / f"{case_id}_label.nii.gz"))
 
 
 @pytest.fixture
@@ -58,42 +23,3 @@ def ct_site(tmp_path: Path) -> Path:
     for case_id in ("a", "b"):
         write_pattern_case(site, case_id, *tiny_ct())
     return site
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None:
-    """Write ``image`` as a DICOM series, one file per slice, with the tags ITK reads back."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(image.GetDepth()):
-        slice_image = image[:, :, z]
-        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
-        tags = {
-            "0020|000e": series_uid,
-            "0020|0032": "\\".join(f"{v:f}" for v in origin),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(z + 1),
-            "0028|0030": f"{image.GetSpacing()[1]:f}\\{image.GetSpacing()[0]:f}",
-            "0008|0060": "CT",
-            "0028|1052": "0",
-            "0028|1053": "1",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_image)
-
-
-def calibrated_phantoms() -> PhantomConfig:
-    """A calibrated scanner with very little noise and large tumours: values checked tightly."""
-    return PhantomConfig(
-        size=32,
-        sites=2,
-        site_intensity_scale=0.0,
-        site_intensity_offset=0.0,
-        noise_min=0.002,
-        noise_max=0.002,
-        tumour_radius_min_mm=18.0,
-        tumour_radius_max_mm=20.0,
-        site_tumour_scale=0.0,
-    )

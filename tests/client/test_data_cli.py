@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from conftest import tiny_ct, write_pattern_case
+from data_support import tiny_ct, write_pattern_case
 from typer.testing import CliRunner
 
 from client.cli import data_app

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_ct, write_dicom_series
+from data_support import tiny_ct, write_dicom_series
 
 from common.data.imageio import Geometry, read_image, strip_suffix, to_array, write_image
 from common.errors import DataError

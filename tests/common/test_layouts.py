@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-from conftest import tiny_ct
+from data_support import tiny_ct
 
 from common.config import load_config
 from common.data.layouts import detect_layout, list_cases, pattern_regex

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import shared_case
+from data_support import shared_case
 
 from common.config import load_config
 from common.data.site import check_site

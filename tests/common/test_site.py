@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import tiny_ct, write_pattern_case
+from data_support import tiny_ct, write_pattern_case
 
 from common.config import Scalar, load_config
 from common.data.problems import ProblemKind, SiteDataError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import calibrated_phantoms
+from data_support import calibrated_phantoms
 
 from common.config import FedsynthConfig, PhantomConfig
 from simulations.phantoms import site_profiles

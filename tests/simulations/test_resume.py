@@ -1,0 +1,99 @@
+"""A simulation killed mid-run (the whole process tree, SIGKILL) resumes with --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from typer.testing import CliRunner
+
+from simulations.cli import app
+
+RUN_CONFIG = "federation.num-rounds=3"
+START_TIMEOUT_S = 240.0
+"""How long the first run may take to finish its first round (Ray start-up included)."""
+POLL_S = 0.5
+
+
+def _command(out: Path) -> list[str]:
+    code = "from simulations.cli import main; main()"
+    return [sys.executable, "-c", code, "simulate", "--preset", "smoke", "--out", str(out)]
+
+
+def _rounds_done(out: Path) -> int:
+    rounds = out / "server" / "rounds.jsonl"
+    return len(rounds.read_text().splitlines()) if rounds.exists() else 0
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process it started (Ray's daemons and workers too); the
+    caller reaps the process itself (``Popen.wait``), this waits for the others."""
+    try:
+        parent = psutil.Process(pid)
+        descendants = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for process in [parent, *descendants]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(descendants, timeout=30)
+
+
+def test_a_killed_simulation_resumes_and_every_site_s_ledger_continues(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    first = subprocess.Popen(
+        [*_command(out), "--run-config", RUN_CONFIG],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _rounds_done(out) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert _rounds_done(out) >= 1, "the first round never finished"
+    finally:
+        _kill_tree(first.pid)
+    assert first.wait(timeout=30) == -signal.SIGKILL
+    killed_at = _rounds_done(out)
+    assert killed_at < 3
+    assert not (out / "server" / "release").exists()
+    ledgers = sorted((out / "site-state" / "ledger").glob("*/*.json"))
+    charged_before = [len(json.loads(p.read_text())["runs"]) for p in ledgers]
+    assert charged_before
+    assert min(charged_before) >= killed_at
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--resume",
+            "--run-config",
+            RUN_CONFIG,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rounds = [
+        json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()
+    ]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["aggregated"] for r in rounds)
+    charged_after = [len(json.loads(p.read_text())["runs"]) for p in ledgers]
+    for before, after in zip(charged_before, charged_after, strict=True):
+        assert after >= before + (3 - killed_at)  # the ledger went on, it did not restart
+    manifest = json.loads((out / "server" / "release" / "manifest.json").read_text())
+    assert manifest["rounds"] == 3
