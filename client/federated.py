@@ -99,6 +99,7 @@ def failure_reason(error: BaseException) -> str:
 def _train_round(
     content: RecordDict, node_config: dict[str, Scalar], attempt_id: str
 ) -> RecordDict:
+    started = time.perf_counter()  # the site's whole round: preparing, loading, training
     arrays = content.get(ARRAYS_KEY)
     settings = content.get(CONFIG_KEY)
     if not isinstance(arrays, ArrayRecord) or not isinstance(settings, ConfigRecord):
@@ -129,7 +130,6 @@ def _train_round(
         if config.federation.strategy == "fedprox":
             proximal_pull(model, global_state, config.federation.proximal_mu)
 
-    started = time.perf_counter()
     outcome = train_local(
         model,
         dataset,
