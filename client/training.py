@@ -10,11 +10,14 @@ resumed run continues its own charge instead of charging again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,18 +159,19 @@ def train_local(
     model.train_mode(True)
     losses: dict[str, float] = {}
     remaining = _batches(loader, steps - state.step, model.device)
-    for batch in remaining:
-        step_losses: dict[str, float] = {}
-        if private is not None and batch.image.shape[0] == 0:
-            private.step_without_data()  # an empty Poisson batch still costs a noisy step
-        else:
-            step_losses = losses = model.train_step(batch, generators["steps"])
-        state.step += 1
-        if on_step is not None:
-            on_step(state.step, step_losses)  # {} after a step without data
-        if checkpoint is not None and state.step % config.training.checkpoint_every == 0:
-            state.generators = _capture(generators)
-            checkpoint(state)
+    with expected_warnings_silenced():
+        for batch in remaining:
+            step_losses: dict[str, float] = {}
+            if private is not None and batch.image.shape[0] == 0:
+                private.step_without_data()  # an empty Poisson batch still costs a noisy step
+            else:
+                step_losses = losses = model.train_step(batch, generators["steps"])
+            state.step += 1
+            if on_step is not None:
+                on_step(state.step, step_losses)  # {} after a step without data
+            if checkpoint is not None and state.step % config.training.checkpoint_every == 0:
+                state.generators = _capture(generators)
+                checkpoint(state)
     return TrainingOutcome(
         steps=state.step,
         losses=losses,
@@ -177,6 +181,31 @@ def train_local(
         sample_rate=private.sample_rate if private is not None else None,
         seconds=time.perf_counter() - started,
     )
+
+
+EXPECTED_WARNINGS = (
+    # Opacus' functorch mode: the hook fires on the first layer, whose input needs no gradient
+    "Full backward hook is firing when gradients are computed with respect to module outputs",
+)
+"""Warnings of libraries about situations fedsynth handles on purpose."""
+OPACUS_LOADER_LOGGER = "opacus.data_loader"
+"""Warns 'First batch is empty' on every empty Poisson batch, which train_local handles."""
+
+
+@contextlib.contextmanager
+def expected_warnings_silenced() -> Iterator[None]:
+    """Training without the libraries' warnings about what fedsynth does on purpose (empty
+    Poisson batches, Opacus' functorch hooks); every other warning still shows."""
+    loader_logger = logging.getLogger(OPACUS_LOADER_LOGGER)
+    level = loader_logger.level
+    loader_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for message in EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        loader_logger.setLevel(level)
 
 
 def _append_metrics(path: Path, step: int, losses: dict[str, float]) -> None:

@@ -91,3 +91,21 @@ def test_over_budget_run_is_refused_before_training(tmp_path: Path) -> None:
         train_site(config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l")
     assert not (tmp_path / "run" / "model.pt").exists()
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_only_the_expected_library_warnings_are_silenced_and_only_while_training() -> None:
+    import logging
+    import warnings
+
+    from client.training import EXPECTED_WARNINGS, OPACUS_LOADER_LOGGER, expected_warnings_silenced
+
+    loader_logger = logging.getLogger(OPACUS_LOADER_LOGGER)
+    before = loader_logger.level
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with expected_warnings_silenced():
+            assert loader_logger.level == logging.ERROR
+            warnings.warn(EXPECTED_WARNINGS[0] + " (detail)", UserWarning, stacklevel=1)
+            warnings.warn("something else went wrong", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else went wrong"]
+    assert loader_logger.level == before
