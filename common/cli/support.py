@@ -106,7 +106,10 @@ def setup_logging(verbose: bool) -> None:
 
 
 FLOWER_LOGGER = "flwr"
-FLOWER_NOISE = ("The `run_simulation` function is deprecated",)
+FLOWER_NOISE = (
+    "The `run_simulation` function is deprecated",
+    "fraction_evaluate is set to 0.0",  # fedsynth evaluates centrally, never at the sites
+)
 """Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine)."""
 
 

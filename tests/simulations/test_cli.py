@@ -103,3 +103,24 @@ def test_verbose_logs_every_setting(tmp_path: Path) -> None:
     result = RUNNER.invoke(app, ["-v", "data", "check", str(tmp_path)])
     assert "config data.modality = 'ct'" in result.output
     assert "config phantoms.site-tumour-scale" in result.output
+
+
+def test_flower_lines_users_cannot_act_on_are_filtered_and_the_rest_kept() -> None:
+    import logging
+
+    from common.cli.support import FLOWER_LOGGER, setup_logging
+
+    setup_logging(False)
+    flower = logging.getLogger(FLOWER_LOGGER)
+    assert flower.level == logging.WARNING
+    assert flower.propagate is False
+
+    def shown(message: str) -> bool:
+        record = flower.makeRecord(FLOWER_LOGGER, logging.WARNING, "x", 1, message, (), None)
+        return all(f.filter(record) for f in flower.filters)
+
+    assert not shown("fraction_evaluate is set to 0.0. Federated evaluation will be skipped.")
+    assert not shown("DEPRECATED FEATURE: The `run_simulation` function is deprecated and ...")
+    assert shown("Received error in reply from node 7")
+    setup_logging(True)
+    assert flower.level == logging.INFO
