@@ -301,6 +301,50 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """The central evaluator: which parts run, and their sizes."""
+
+    parts: str = setting(
+        "realism,radiomics,utility",
+        "what `fedsynth evaluate` computes: any of realism, radiomics, utility (comma-separated)",
+    )
+    real_test_fraction: float = setting(
+        0.5,
+        "share of the real cases held out to test segmentation (the rest train the real arm)",
+        minimum=0.1,
+        maximum=0.9,
+    )
+    utility_seeds: int = setting(3, "segmentation trainings per arm (mean and spread)", minimum=1)
+    utility_iterations: int = setting(
+        0, "segmentation training iterations per arm (0: the recipe's default)", minimum=0
+    )
+    radiomics_workers: int = setting(2, "processes extracting radiomics in parallel", minimum=1)
+    radiomics_bin_width: float = setting(
+        25.0, "pyradiomics binWidth (HU for CT, release units for MRI)", minimum=1e-6
+    )
+    msssim_max_pairs: int = setting(
+        45, "pairs drawn per set for MS-SSIM diversity (0: all pairs)", minimum=0
+    )
+    classifier_folds: int = setting(
+        5, "folds of the real-vs-synthetic radiomics classifier", minimum=2, maximum=20
+    )
+
+    def __post_init__(self) -> None:
+        _check_fields("evaluation", self)
+        known = {"realism", "radiomics", "utility"}
+        unknown = sorted(set(self.part_names()) - known)
+        _require(
+            not unknown,
+            f"evaluation.parts = {self.parts!r} names {', '.join(unknown)}: choose among "
+            f"{', '.join(sorted(known))}",
+        )
+
+    def part_names(self) -> tuple[str, ...]:
+        """The parts to compute, in the order given."""
+        return tuple(part.strip() for part in self.parts.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which generator family, and the size of its networks."""
 
@@ -435,6 +479,7 @@ class FedsynthConfig:
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -458,6 +503,7 @@ SECTIONS: dict[str, type] = {
     "phantoms": PhantomConfig,
     "federation": FederationConfig,
     "simulation": SimulationConfig,
+    "evaluation": EvaluationConfig,
     "model": ModelConfig,
     "training": TrainingConfig,
     "privacy": PrivacyConfig,

@@ -208,3 +208,10 @@ def test_every_bounded_setting_is_checked_in_every_section(
 ) -> None:
     with pytest.raises(ConfigError, match=f"{re.escape(key)} = .* is {side} its"):
         load_config({key: value})
+
+
+def test_evaluation_parts_are_checked_and_listed_in_order() -> None:
+    config = load_config({"evaluation.parts": "utility, realism"})
+    assert config.evaluation.part_names() == ("utility", "realism")
+    with pytest.raises(ConfigError, match="names texture: choose among radiomics, realism"):
+        load_config({"evaluation.parts": "realism,texture"})
