@@ -1,0 +1,112 @@
+"""``fedsynth evaluate``: a release against a real evaluation set -> evaluation.json, report.html.
+
+Real cases appear in the outputs only by position (``real-001``, ...), never by their ids, so
+the report can be shared without naming a patient. The output folder appears whole or not at
+all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.atomic import atomic_directory
+from common.config import FedsynthConfig, Scalar, to_run_config
+from common.release import read_manifest
+from evaluator.cases import EvalCase, check_same_modality, load_real, load_release, release_settings
+from evaluator.paired import generate_for_labels
+from evaluator.realism_section import not_computed, realism
+from evaluator.report import render_report
+
+EVALUATION_FILE = "evaluation.json"
+REPORT_FILE = "report.html"
+FORMAT = "fedsynth-evaluation/1"
+REAL_ID_PREFIX = "real-"
+MANIFEST_KEYS = (
+    "family",
+    "model_hash",
+    "seed",
+    "rounds",
+    "sites",
+    "sampler",
+    "sampling_steps",
+    "cases",
+)
+"""What ``evaluation.json`` repeats of the release's manifest."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """Where the evaluation was written, and its numbers."""
+
+    out: Path
+    results: dict[str, Any]
+
+
+def anonymised(cases: list[EvalCase]) -> list[EvalCase]:
+    """The real cases renamed by position: no real case id reaches the outputs."""
+    return [
+        EvalCase(f"{REAL_ID_PREFIX}{index + 1:03d}", c.image, c.label, c.spacing)
+        for index, c in enumerate(cases)
+    ]
+
+
+def evaluate(
+    release: Path,
+    real: Path,
+    out: Path,
+    *,
+    run: Path | None = None,
+    overrides: dict[str, Scalar] | None = None,
+    overwrite: bool = False,
+    on_progress: Progress | None = None,
+) -> EvaluationOutcome:
+    """Evaluate ``release`` against the real cases in ``real`` and write ``out``.
+
+    Raises:
+        EvaluationInputError: the release or real set cannot be evaluated (the message says
+            why); SiteDataError: real cases have problems; OutputExistsError: ``out`` exists.
+    """
+    started = time.perf_counter()
+    say = on_progress or (lambda _: None)
+    manifest_config = release_settings(release)
+    config = release_settings(release, dict(overrides or {}))
+    check_same_modality(manifest_config, config.data.modality, real)
+    say("reading the release")
+    synthetic = load_release(release, config)
+    say("checking and preparing the real cases")
+    real_cases = anonymised(load_real(real, config))
+    paired = None
+    if run is not None:
+        say("generating images for the real label maps")
+        paired = generate_for_labels(run, real_cases, config)
+    results = _header(release, config, len(real_cases), run is not None)
+    parts = config.evaluation.part_names()
+    if "realism" in parts:
+        say("realism: MAE and MS-SSIM")
+        results["realism"] = realism(config, real_cases, synthetic, paired)
+    else:
+        results["realism"] = not_computed("not asked for (evaluation.parts)")
+    results["seconds"] = time.perf_counter() - started
+    page = render_report(results, real_cases, synthetic)
+    with atomic_directory(out, overwrite=overwrite) as staging:
+        (staging / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        (staging / REPORT_FILE).write_text(page, encoding="utf-8")
+    return EvaluationOutcome(out, results)
+
+
+def _header(release: Path, config: FedsynthConfig, real_cases: int, paired: bool) -> dict[str, Any]:
+    manifest = read_manifest(release)
+    return {
+        "format": FORMAT,
+        "modality": config.data.modality,
+        "release": {key: manifest.get(key) for key in MANIFEST_KEYS},
+        "real": {"cases": real_cases, "paired_images": paired},
+        "settings": {k: v for k, v in to_run_config(config).items() if k.startswith("evaluation.")},
+    }

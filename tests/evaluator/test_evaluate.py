@@ -1,0 +1,106 @@
+"""`fedsynth evaluate` end to end on tiny phantoms: evaluation.json, report.html, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_support import TINY
+from typer.testing import CliRunner
+
+from common.config import load_config
+from common.data.cache import read_cache
+from common.data.site import prepare_site
+from common.models.checkpoint import save_model
+from common.models.interface import SyntheticPairs
+from common.models.registry import build_model
+from common.release import new_manifest, write_release
+from common.runs import MODEL_FILE
+from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, evaluate
+from simulations.cli import app
+from simulations.phantoms import write_cohort
+
+SETTINGS = {**TINY, "phantoms.sites": 2, "phantoms.cases-per-site": 3, "model.family": "gan"}
+CONFIG = load_config(SETTINGS)
+REALISM_ONLY = {"evaluation.parts": "realism"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two phantom sites: site 1 is the real set; the release copies site 1's prepared cases
+    (so its diversity must equal the real set's); a tiny untrained run for paired images."""
+    root = tmp_path_factory.mktemp("world")
+    cohort = write_cohort(CONFIG, root / "sites")
+    prepare_site(cohort.sites[0], root / "cache", CONFIG.data)
+    _, cases = read_cache(root / "cache")
+    images = torch.from_numpy(np.stack([c.image for c in cases]))[:, None]
+    labels = torch.from_numpy(np.stack([c.label for c in cases])).long()
+    manifest = new_manifest(
+        CONFIG, family="gan", model_hash="ef" * 32, rounds=2, sites=[], cases=len(cases), seed=3
+    )
+    write_release(SyntheticPairs(images, labels), root / "release", CONFIG, manifest)
+    (root / "run").mkdir()
+    save_model(root / "run" / MODEL_FILE, build_model(CONFIG), CONFIG)
+    return {"real": cohort.sites[0], "release": root / "release", "run": root / "run"}
+
+
+def test_without_a_run_the_paired_figures_say_why_and_diversity_matches(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    outcome = evaluate(world["release"], world["real"], tmp_path / "eval", overrides=REALISM_ONLY)
+    results = json.loads((tmp_path / "eval" / EVALUATION_FILE).read_text())
+    assert results == json.loads(json.dumps(outcome.results))
+    assert results["real"] == {"cases": 3, "paired_images": False}
+    realism = results["realism"]
+    assert realism["paired_mae"]["computed"] is False
+    assert "no --run given" in realism["paired_mae"]["reason"]
+    real_div = realism["diversity"]["real"]["mean_pairwise_msssim"]
+    synth_div = realism["diversity"]["synthetic"]["mean_pairwise_msssim"]
+    assert synth_div == pytest.approx(real_div, abs=1e-3)  # the release copies the real cases
+    assert realism["msssim_settings"]["kernel_size"] == 7
+    page = (tmp_path / "eval" / REPORT_FILE).read_text()
+    assert "paired MAE in the body (HU): not computed (no --run given" in page
+    for text in (page, json.dumps(results)):  # real case ids never reach the outputs
+        assert "phantom-ct-s01" not in text
+
+
+def test_with_the_run_the_paired_figures_are_computed(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    outcome = evaluate(
+        world["release"], world["real"], tmp_path / "eval", run=world["run"], overrides=REALISM_ONLY
+    )
+    realism = outcome.results["realism"]
+    assert outcome.results["real"]["paired_images"] is True
+    assert realism["paired_mae"]["computed"] is True
+    assert realism["paired_mae"]["cases"] == ["real-001", "real-002", "real-003"]
+    assert realism["paired_mae"]["mean"] > 0  # an untrained model is far from the real images
+    assert 0 < realism["paired_msssim"]["mean"] < 1
+    assert "distribution of paired MS-SSIM" in (tmp_path / "eval" / REPORT_FILE).read_text()
+
+
+def test_the_command_reports_and_refuses_bad_inputs_with_messages(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    base = ["evaluate", "--synthetic", str(world["release"]), "--real", str(world["real"])]
+    parts = ["--run-config", 'evaluation.parts="realism"']
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
+    assert result.exit_code == 0, result.output
+    assert "evaluated 3 synthetic against 3 real cases" in result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
+    assert result.exit_code == 2
+    assert "already exists" in result.output
+    mri = ["--run-config", 'evaluation.parts="realism" data.modality="mri"']
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "m"), *mri])
+    assert result.exit_code == 2
+    assert "but the release is ct (another label schema)" in " ".join(result.output.split())
+    no_release = ["evaluate", "--synthetic", str(tmp_path), "--real", str(world["real"])]
+    result = runner.invoke(app, [*no_release, "--out", str(tmp_path / "n")])
+    assert result.exit_code == 2
+    assert "no manifest.json" in result.output
+    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "n").exists()
