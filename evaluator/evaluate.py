@@ -19,13 +19,16 @@ from common.config import FedsynthConfig, Scalar, to_run_config
 from common.release import read_manifest
 from evaluator.cases import EvalCase, check_same_modality, load_real, load_release, release_settings
 from evaluator.paired import generate_for_labels
+from evaluator.radiomics_section import radiomics
 from evaluator.realism_section import not_computed, realism
-from evaluator.report import render_report
+from evaluator.report import radiomics_report, render_report, utility_report
+from evaluator.utility_section import utility
 
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 FORMAT = "fedsynth-evaluation/1"
 REAL_ID_PREFIX = "real-"
+NOT_ASKED = "not asked for (evaluation.parts)"
 MANIFEST_KEYS = (
     "family",
     "model_hash",
@@ -92,9 +95,21 @@ def evaluate(
         say("realism: MAE and MS-SSIM")
         results["realism"] = realism(config, real_cases, synthetic, paired)
     else:
-        results["realism"] = not_computed("not asked for (evaluation.parts)")
+        results["realism"] = not_computed(NOT_ASKED)
+    if "radiomics" in parts:
+        say("radiomics of every structure")
+        results["radiomics"] = radiomics(config, real_cases, synthetic)
+    else:
+        results["radiomics"] = not_computed(NOT_ASKED)
+    if "utility" in parts:
+        say("segmentation utility: training on real, synthetic, both")
+        results["utility"] = utility(config, real_cases, synthetic)
+    else:
+        results["utility"] = not_computed(NOT_ASKED)
     results["seconds"] = time.perf_counter() - started
-    page = render_report(results, real_cases, synthetic)
+    page = render_report(
+        results, real_cases, synthetic, extra_sections=(radiomics_report, utility_report)
+    )
     with atomic_directory(out, overwrite=overwrite) as staging:
         (staging / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")

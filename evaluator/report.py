@@ -17,6 +17,8 @@ from common.reports.figures import CT_BONE_WINDOW, CT_SOFT_TISSUE_WINDOW, Galler
 from common.reports.html import Page, png
 from evaluator.cases import EvalCase
 
+HEATMAP_FEATURES = 25
+"""Features shown in the radiomics distance heat map (the largest distances)."""
 GALLERY_CASES = 2
 """Real and synthetic cases shown in each gallery."""
 MRI_WINDOW = (0.0, 1000.0)
@@ -156,3 +158,100 @@ def _gallery_section(
     for name, window in windows:
         page.heading(name, 3)
         page.image(triplanar_png(rows, window), f"real and synthetic cases, {name}")
+
+
+def radiomics_report(page: Page, results: dict[str, Any]) -> None:
+    """Radiomics: the four figures per structure beside the study's correlation, a scatter of
+    feature means and a heat map of the per-feature distances."""
+    section = results.get("radiomics", {})
+    page.heading("Radiomics")
+    if not section.get("structures"):
+        page.missing("radiomics", section.get("reason", "not asked for (evaluation.parts)"))
+        return
+    study = section["study_means_correlation"]
+    rows = []
+    for name, entry in section["structures"].items():
+        if not entry.get("computed"):
+            rows.append([name, entry.get("reason", ""), None, None, None, study])
+            continue
+        rows.append(
+            [
+                name,
+                entry["means_correlation"],
+                entry["mean_wasserstein"],
+                entry["frechet_radiomics_distance"],
+                entry["classifier_auc"],
+                study,
+            ]
+        )
+    page.table(
+        [
+            "structure",
+            "correlation of feature means",
+            "mean Wasserstein (real SD units)",
+            "Frechet radiomics distance",
+            "classifier AUC (0.5 = indistinguishable)",
+            "study's tumour correlation",
+        ],
+        rows,
+    )
+    for name, entry in section["structures"].items():
+        failed = entry["failures"]["real"] + entry["failures"]["synthetic"]
+        if failed:
+            page.paragraph(
+                f"{name}: {len(failed)} case(s) without features: "
+                + "; ".join(f"{f['case']} ({f['kind']})" for f in failed),
+                "missing",
+            )
+        if entry.get("computed"):
+            page.image(_means_scatter(name, entry), f"feature means, {name}")
+
+
+def _means_scatter(name: str, entry: dict[str, Any]) -> bytes:
+    import numpy as np
+
+    real, synthetic = entry["real_means"], entry["synthetic_means"]
+    names = sorted(real)
+    xs = np.array([real[n] for n in names])
+    ys = np.array([synthetic[n] for n in names])
+    figure = Figure(figsize=(9, 3.6))
+    scatter, heat = figure.subplots(1, 2)
+    signed_log = lambda v: np.sign(v) * np.log10(1 + np.abs(v))  # noqa: E731
+    scatter.scatter(signed_log(xs), signed_log(ys), s=8, color="#377eb8")
+    scatter.set_xlabel("real mean (signed log10)")
+    scatter.set_ylabel("synthetic mean (signed log10)")
+    scatter.set_title(f"{name}: feature means")
+    distances = entry["wasserstein"]
+    ordered = sorted(distances, key=distances.get, reverse=True)[:HEATMAP_FEATURES]
+    heat.imshow(np.array([[distances[n]] for n in ordered]), aspect="auto", cmap="magma")
+    heat.set_yticks(range(len(ordered)), [n.removeprefix("original_") for n in ordered], fontsize=6)
+    heat.set_xticks([])
+    heat.set_title("largest per-feature distances")
+    return png(figure)
+
+
+def utility_report(page: Page, results: dict[str, Any]) -> None:
+    """Segmentation utility: the study's table and Dice box plots per arm."""
+    section = results.get("utility", {})
+    page.heading("Segmentation utility (trained on ..., tested on held-out real cases)")
+    if not section.get("computed"):
+        page.missing("segmentation utility", section.get("reason", "not asked for"))
+        return
+    page.paragraph(
+        f"{section['real_training_cases']} real training and {section['real_test_cases']} real "
+        f"test cases; {len(section['seeds'])} seed(s) per arm; the same recipe for every arm.",
+        "note",
+    )
+    columns = list(section["study_table"][0])
+    page.table(columns, [[row[c] for c in columns] for row in section["study_table"]])
+    arms = {n: a for n, a in section["arms"].items() if a["computed"]}
+    structures = list(section["structures"])
+    figure = Figure(figsize=(3 + 2.5 * len(structures), 3.2))
+    axes = figure.subplots(1, len(structures), squeeze=False)[0]
+    for ax, structure in zip(axes, structures, strict=True):
+        values = [arms[a]["structures"][structure]["dice_per_seed"] for a in arms]
+        ax.boxplot(values, tick_labels=list(arms))
+        ax.set_title(structure)
+        ax.set_ylabel("Dice")
+        ax.set_ylim(0, 1)
+    page.image(png(figure), "Dice per arm and structure")

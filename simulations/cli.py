@@ -22,6 +22,8 @@ from common.cli.support import (
     user_errors,
 )
 from common.errors import ConfigError
+from evaluator.cli import evaluate_command
+from evaluator.radiomics_cli import radiomics_command
 from server.cli import sample_command
 from simulations.demo import print_outcome, run_demo, simulate_with_progress
 from simulations.phantoms import write_cohort
@@ -36,6 +38,8 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("sample")(sample_command)
+app.command("radiomics")(radiomics_command)
+app.command("evaluate")(evaluate_command)
 
 
 @app.callback()

@@ -104,3 +104,30 @@ def test_the_command_reports_and_refuses_bad_inputs_with_messages(
     assert "no manifest.json" in result.output
     assert not (tmp_path / "m").exists()
     assert not (tmp_path / "n").exists()
+
+
+def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    quick = {
+        "evaluation.utility-iterations": 2,
+        "evaluation.utility-seeds": 1,
+        "evaluation.radiomics-workers": 1,
+    }
+    outcome = evaluate(world["release"], world["real"], tmp_path / "eval", overrides=quick)
+    structures = outcome.results["radiomics"]["structures"]
+    assert list(structures) == ["tumour", "bone"]
+    for entry in structures.values():
+        assert entry["computed"] is True
+        assert entry["failures"] == {"real": [], "synthetic": []}
+        assert entry["means_correlation"] > 0.999  # the release copies the real cases
+    assert outcome.results["radiomics"]["study_means_correlation"] == 0.5461
+    utility = outcome.results["utility"]
+    assert utility["computed"] is True
+    assert (utility["real_training_cases"], utility["real_test_cases"]) == (1, 2)
+    assert [row["structure"] for row in utility["study_table"]] == ["tumour", "bone"]
+    assert utility["study_table"][0]["study_synthetic_dice"] == 0.064
+    page = (tmp_path / "eval" / REPORT_FILE).read_text()
+    assert "<h2>Radiomics</h2>" in page
+    assert "Dice per arm and structure" in page
+    assert "phantom-ct-s01" not in page + json.dumps(outcome.results)

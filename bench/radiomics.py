@@ -1,0 +1,85 @@
+"""Radiomics throughput (cases per minute) with 1 and 2 worker processes, on the same cases.
+
+Run: .venv/bin/python -m bench.radiomics   (writes the "radiomics" section of bench/results.json)
+
+The cases are head-and-neck CT phantoms with study-sized tumours (radius 15 to 30 mm): tiny
+tumours take ~50 ms each, and the benchmark would time process start-up instead of radiomics.
+Parallel efficiency is throughput_2 / (2 x throughput_1) (target >= 0.8 on 2 cores). The
+figures are only meaningful on an otherwise quiet machine: the load average before and after
+is saved with them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+from bench.common import peak_rss_mib, save, time_call
+from common.config import load_config
+from evaluator.radiomics import CaseFeatures, RadiomicsCase, extract_many
+from simulations.phantoms import write_cohort
+
+CASES = 8
+SIZE = 128  # voxels per side of the phantoms' grid
+TUMOUR_RADIUS_MM = (15.0, 30.0)
+LABEL = 1  # tumour in the CT schema
+WORKERS = (1, 2)
+REPEATS = 3
+EFFICIENCY_TARGET = 0.8
+IMAGE_SUFFIX = "_0000.nii.gz"  # nnU-Net raw: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz
+
+
+def _cases(site: Path) -> list[RadiomicsCase]:
+    images = sorted((site / "imagesTr").glob(f"*{IMAGE_SUFFIX}"))
+    ids = [path.name.removesuffix(IMAGE_SUFFIX) for path in images]
+    return [
+        RadiomicsCase(case_id, image, site / "labelsTr" / f"{case_id}.nii.gz")
+        for case_id, image in zip(ids, images, strict=True)
+    ]
+
+
+def main() -> None:
+    """Time extraction of the same cases with 1 and 2 workers and save the figures."""
+    load_before = os.getloadavg()
+    config = load_config(
+        {
+            "data.modality": "ct",
+            "phantoms.sites": 1,
+            "phantoms.cases-per-site": CASES,
+            "phantoms.size": SIZE,
+            "phantoms.tumour-radius-min-mm": TUMOUR_RADIUS_MM[0],
+            "phantoms.tumour-radius-max-mm": TUMOUR_RADIUS_MM[1],
+        }
+    )
+    settings = {"binWidth": config.evaluation.radiomics_bin_width}
+    with tempfile.TemporaryDirectory() as folder:
+        cases = _cases(write_cohort(config, Path(folder) / "cohort").sites[0])
+        run = functools.partial(extract_many, cases, LABEL, settings)
+        first = time_call(functools.partial(run, max(WORKERS)), 1)  # starts the fork server
+        timings = {w: time_call(functools.partial(run, w), REPEATS) for w in WORKERS}
+        serial, parallel = run(1), run(max(WORKERS))
+    if parallel != serial or not all(isinstance(r, CaseFeatures) for r in serial):
+        raise SystemExit("parallel and serial extraction differ, or a case failed")
+    throughput = {str(w): CASES / t["median_s"] * 60.0 for w, t in timings.items()}
+    efficiency = throughput["2"] / (2 * throughput["1"])
+    save(
+        "radiomics",
+        {
+            "cases": CASES,
+            "phantom": {"modality": "ct", "size": SIZE, "tumour_radius_mm": TUMOUR_RADIUS_MM},
+            "features_per_case": len(serial[0].features),  # type: ignore[union-attr]
+            "seconds": {str(w): t for w, t in timings.items()},
+            "first_parallel_call_s": first["median_s"],
+            "throughput_cases_per_minute": throughput,
+            "parallel_efficiency": efficiency,
+            "efficiency_target": EFFICIENCY_TARGET,
+            "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+            "peak_rss_mib": peak_rss_mib(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
