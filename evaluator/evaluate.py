@@ -22,6 +22,7 @@ from evaluator.paired import generate_for_labels
 from evaluator.radiomics_section import radiomics
 from evaluator.realism_section import not_computed, realism
 from evaluator.report import radiomics_report, render_report, utility_report
+from evaluator.utility import json_ready
 from evaluator.utility_section import utility
 
 EVALUATION_FILE = "evaluation.json"
@@ -111,7 +112,8 @@ def evaluate(
         results, real_cases, synthetic, extra_sections=(radiomics_report, utility_report)
     )
     with atomic_directory(out, overwrite=overwrite) as staging:
-        (staging / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        strict = json.dumps(json_ready(results), indent=2, allow_nan=False)  # inf/nan as text
+        (staging / EVALUATION_FILE).write_text(strict + "\n")
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
     return EvaluationOutcome(out, results)
 

@@ -20,6 +20,7 @@ from common.models.registry import build_model
 from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE
 from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, evaluate
+from evaluator.utility import json_ready
 from simulations.cli import app
 from simulations.phantoms import write_cohort
 
@@ -52,7 +53,7 @@ def test_without_a_run_the_paired_figures_say_why_and_diversity_matches(
 ) -> None:
     outcome = evaluate(world["release"], world["real"], tmp_path / "eval", overrides=REALISM_ONLY)
     results = json.loads((tmp_path / "eval" / EVALUATION_FILE).read_text())
-    assert results == json.loads(json.dumps(outcome.results))
+    assert results == json.loads(json.dumps(json_ready(outcome.results)))
     assert results["real"] == {"cases": 3, "paired_images": False}
     realism = results["realism"]
     assert realism["paired_mae"]["computed"] is False
@@ -131,3 +132,8 @@ def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
     assert "<h2>Radiomics</h2>" in page
     assert "Dice per arm and structure" in page
     assert "phantom-ct-s01" not in page + json.dumps(outcome.results)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"evaluation.json holds {constant}: not strict JSON")
+
+    json.loads((tmp_path / "eval" / EVALUATION_FILE).read_text(), parse_constant=refuse)
