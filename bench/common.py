@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,3 +40,19 @@ def save(section: str, payload: dict[str, Any]) -> None:
     results[section] = payload
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(json.dumps({section: payload}, indent=2))
+
+
+ONE_FLAG = "--one"
+"""Argument that makes a benchmark script measure one thing in this process and print JSON."""
+
+
+def in_child(module: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m module --one ARGS`` in a fresh process (its own peak memory) and return
+    the JSON object it printed last."""
+    output = subprocess.run(
+        [sys.executable, "-m", module, ONE_FLAG, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import save
+from bench.common import in_child, save
 from common.config import load_config
 from simulations.presets import preset
 from simulations.simulate import simulate
@@ -119,16 +118,6 @@ def measure_scale(sites: int) -> dict[str, float]:
     }
 
 
-def _child(*args: str) -> dict[str, Any]:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.federation", "--one", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
-
-
 def main() -> None:
     """Run every measurement in its own process and save the figures."""
     if sys.argv[1:2] == ["--one"]:
@@ -141,9 +130,9 @@ def main() -> None:
     save(
         "federation",
         {
-            "overhead_sequential": _child("overhead", str(cores)),
-            "overhead_parallel": _child("overhead", "1"),
-            "scale": [_child("scale", str(count)) for count in sites],
+            "overhead_sequential": in_child("bench.federation", "overhead", str(cores)),
+            "overhead_parallel": in_child("bench.federation", "overhead", "1"),
+            "scale": [in_child("bench.federation", "scale", str(count)) for count in sites],
         },
     )
 

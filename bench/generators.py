@@ -14,14 +14,13 @@ DDIM-50 against DDPM-1000.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from typing import Any
 
 import torch
 
-from bench.common import peak_rss_mib, save
+from bench.common import in_child, peak_rss_mib, save
 from common.config import load_config
 from common.models.interface import Batch
 from common.models.registry import build_model, model_family
@@ -99,16 +98,6 @@ def measure_sampling(sampler: str, steps: int) -> dict[str, float]:
     return {"seconds_per_volume": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
 
 
-def _child(kind: str, *args: str) -> dict[str, float]:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.generators", "--one", kind, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
-
-
 def main() -> None:
     """Run every measurement in its own process and save the figures with the ratios."""
     if sys.argv[1:2] == ["--one"]:
@@ -124,8 +113,8 @@ def main() -> None:
     steps: dict[str, Any] = {}
     for family in ("gan", "diffusion"):
         for size in sizes:
-            plain = _child("step", family, str(size), "plain")
-            private = _child("step", family, str(size), "auto")
+            plain = in_child("bench.generators", "step", family, str(size), "plain")
+            private = in_child("bench.generators", "step", family, str(size), "auto")
             figures = {
                 "plain": plain,
                 "dp": private,
@@ -134,12 +123,12 @@ def main() -> None:
                 "dp_over_plain_memory": private["peak_rss_mib"] / plain["peak_rss_mib"],
             }
             for other in OTHER_MODES[family]:
-                measured = _child("step", family, str(size), other)
+                measured = in_child("bench.generators", "step", family, str(size), other)
                 figures[f"dp_{other}"] = measured
                 figures[f"dp_{other}_over_plain_time"] = measured["step_s"] / plain["step_s"]
             steps[f"{family}-{size}"] = figures
-    ddim = _child("sample", "ddim", "50")
-    ddpm = _child("sample", "ddpm", "1000")
+    ddim = in_child("bench.generators", "sample", "ddim", "50")
+    ddpm = in_child("bench.generators", "sample", "ddpm", "1000")
     save(
         "generators",
         {

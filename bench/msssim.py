@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.common import peak_rss_mib, save, time_call
+from bench.common import in_child, peak_rss_mib, save, time_call
 from evaluator.realism import msssim, msssim_settings
 
 SIZES = (32, 64, 128)
@@ -57,23 +56,13 @@ def measure(size: int) -> dict[str, Any]:
     }
 
 
-def _child(size: int) -> dict[str, Any]:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.msssim", "--one", str(size)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
-
-
 def main() -> None:
     """Measure every size in its own process and save the figures."""
     if sys.argv[1:2] == ["--one"]:
         print(json.dumps(measure(int(sys.argv[2]))))
         return
     load_before = os.getloadavg()[0]
-    sizes = {f"{size}^3": _child(size) for size in SIZES}
+    sizes = {f"{size}^3": in_child("bench.msssim", str(size)) for size in SIZES}
     save(
         "msssim",
         {
