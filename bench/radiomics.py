@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.common import peak_rss_mib, save, time_call
 from common.config import load_config
 from evaluator.radiomics import CaseFeatures, RadiomicsCase, extract_many
+from simulations.phantoms import write_cohort
 
 CASES = 8
 SIZE = 128  # voxels per side of the phantoms' grid
@@ -41,9 +42,6 @@ def _cases(site: Path) -> list[RadiomicsCase]:
 
 def main() -> None:
     """Time extraction of the same cases with 1 and 2 workers and save the figures."""
-    # imported here: worker processes re-run this module, and need no phantom code
-    from simulations.phantoms import write_cohort
-
     load_before = os.getloadavg()
     config = load_config(
         {
