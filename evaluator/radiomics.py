@@ -12,6 +12,10 @@ checked against pyradiomics' own schema; :func:`settings_from_file` reads them f
 
     features = extract_features(image, mask, label=1, settings={"binWidth": 25})
     results = extract_many(cases, label=1, settings=settings, workers=2)   # in input order
+
+:func:`extract_many` runs cases in worker processes forked from a fork server (never from
+the caller, whose threads, torch's among them, a fork would copy mid-flight), so a script
+calling it needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import json
 import logging
 import multiprocessing
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -59,6 +62,8 @@ BASELINE_SETTINGS_ROW = "diagnostics_Configuration_Settings"  # where a baseline
 PARAMS_SUFFIXES = (".yaml", ".yml", ".json")  # pyradiomics params files
 BASELINE_SUFFIX = ".csv"  # pyradiomics baseline tables: one row per feature, a column per case
 VALIDATOR_WARNING = re.escape("the load_module() method is deprecated")  # pykwalify, each time
+WHOLE_IMAGE_SETTINGS = ("normalize", "resampledPixelSpacing")  # these use all of the image
+DEFAULT_PAD = RadiomicsFeatureExtractor._getDefaultSettings()["padDistance"]  # pyradiomics' own
 SETTINGS_HELP = "https://pyradiomics.readthedocs.io/en/latest/customization.html"
 
 Settings = Mapping[str, Any]
@@ -374,21 +379,50 @@ def check_inputs(
         raise EmptyStructureError(source, int(label), present)
 
 
-def _execute(
+def _crop_to_structure(
+    image: sitk.Image, mask: sitk.Image, label: int, settings: Mapping[str, Any]
+) -> tuple[sitk.Image, sitk.Image]:
+    """Image and mask cut to the structure's bounding box plus ``padDistance`` voxels.
+
+    pyradiomics computes every original-image feature inside that box (the features come out
+    bit for bit the same), but first scans the whole volume: 0.6 of 0.7 s on pyradiomics'
+    512 x 512 x 48 lung1 CT. Settings that use the whole image (``WHOLE_IMAGE_SETTINGS``)
+    get it whole.
+    """
+    if any(settings.get(name) for name in WHOLE_IMAGE_SETTINGS):
+        return image, mask
+    inside = sitk.GetArrayViewFromImage(mask) == label  # (z, y, x)
+    pad = int(settings.get("padDistance", DEFAULT_PAD))
+    bounds = []
+    for axis in (2, 1, 0):  # x, y, z: SimpleITK's index order
+        others = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(inside.any(axis=others))
+        bounds.append(slice(max(int(present[0]) - pad, 0), int(present[-1]) + pad + 1))
+    return image[bounds[0], bounds[1], bounds[2]], mask[bounds[0], bounds[1], bounds[2]]
+
+
+def _run(
     image: sitk.Image,
     mask: sitk.Image,
     label: int,
-    settings: Settings,
+    checked: dict[str, Any],
     source: Path | str,
     image_source: Path | str | None,
     diagnostics: bool,
 ) -> dict[str, Any]:
-    checked = check_settings(settings)
+    """pyradiomics' result (features and, with ``diagnostics``, its diagnostics) for settings
+    already accepted by :func:`check_settings`."""
     check_inputs(image, mask, label, source, image_source)
+    if not diagnostics:  # diagnostics describe the whole image: crop only without them
+        image, mask = _crop_to_structure(image, mask, label, checked)
     try:
         return dict(_extractor(checked, diagnostics).execute(image, mask, label=int(label)))
     except (ValueError, RuntimeError, ArithmeticError, IndexError) as err:
         raise RadiomicsExtractionError(source, f"{type(err).__name__}: {err}") from None
+
+
+def _features(result: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in result.items() if not k.startswith(DIAGNOSTICS_PREFIX)}
 
 
 def extract_features(
@@ -410,8 +444,8 @@ def extract_features(
         RadiomicsSettingsError: a setting is unknown or out of range.
         DataError: see :func:`check_inputs`; RadiomicsExtractionError: pyradiomics failed.
     """
-    result = _execute(image, mask, label, settings, source, image_source, diagnostics=False)
-    return {k: float(v) for k, v in result.items() if not k.startswith(DIAGNOSTICS_PREFIX)}
+    checked = check_settings(settings)
+    return _features(_run(image, mask, label, checked, source, image_source, diagnostics=False))
 
 
 def extract_diagnostics(
@@ -424,10 +458,10 @@ def extract_diagnostics(
     image_source: Path | str | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Features and pyradiomics' diagnostics (versions, settings, image and mask summaries)."""
-    result = _execute(image, mask, label, settings, source, image_source, diagnostics=True)
-    features = {k: float(v) for k, v in result.items() if not k.startswith(DIAGNOSTICS_PREFIX)}
+    checked = check_settings(settings)
+    result = _run(image, mask, label, checked, source, image_source, diagnostics=True)
     diagnostics = {k: str(v) for k, v in result.items() if k.startswith(DIAGNOSTICS_PREFIX)}
-    return features, diagnostics
+    return _features(result), diagnostics
 
 
 def extract_from_arrays(
@@ -460,22 +494,30 @@ def _load(volume: Path | ArrayVolume) -> sitk.Image:
     raise TypeError(f"expected a file path or an ArrayVolume, not {type(volume).__name__}")
 
 
-def extract_case(case: RadiomicsCase, label: int, settings: Settings) -> CaseResult:
-    """The features of one case, or why it has none; never raises for a bad case."""
+def _extract_checked(case: RadiomicsCase, label: int, checked: dict[str, Any]) -> CaseResult:
+    """:func:`extract_case` for settings already accepted by :func:`check_settings` (the
+    schema check costs some 50 ms: once per :func:`extract_many`, not once per case)."""
     source = case.mask if isinstance(case.mask, Path) else case.case_id
     image_source = case.image if isinstance(case.image, Path) else case.case_id
     try:
         image, mask = _load(case.image), _load(case.mask)
-        features = extract_features(
-            image, mask, label, settings, source=source, image_source=image_source
-        )
+        result = _run(image, mask, label, checked, source, image_source, diagnostics=False)
     except DataError as err:
         return CaseFailure(case.case_id, err.kind, str(err))
     except FedsynthError as err:
         return CaseFailure(case.case_id, FAILED_KIND, str(err))
     except Exception as err:  # a case pyradiomics chokes on is reported, never fatal
         return CaseFailure(case.case_id, FAILED_KIND, f"{type(err).__name__}: {err}")
-    return CaseFeatures(case.case_id, features)
+    return CaseFeatures(case.case_id, _features(result))
+
+
+def extract_case(case: RadiomicsCase, label: int, settings: Settings) -> CaseResult:
+    """The features of one case, or why it has none; never raises for a bad case.
+
+    Raises:
+        RadiomicsSettingsError: a setting is invalid (the caller's mistake, not the case's).
+    """
+    return _extract_checked(case, label, check_settings(settings))
 
 
 def _init_worker() -> None:
@@ -486,13 +528,11 @@ def _preload() -> list[str]:
     """Modules the fork server imports once, so that workers forked from it start at once.
 
     Workers also re-run the main module (``multiprocessing`` does so for every start method but
-    fork): preloading it ("__main__" for a script, its name for ``python -m``) lets each worker
-    find its imports done instead of importing them again (torch and Flower for ``fedsynth``).
+    fork). A main script ("__main__": ``fedsynth``, ``python script.py``) is preloaded too, so
+    workers find it run (torch and Flower imported); a ``python -m`` main is re-run by each
+    worker, so it should import its heavy modules inside its main function.
     """
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    main_name = getattr(spec, "name", None)
-    named = [main_name] if main_name and not main_name.endswith("__main__") else []
-    return ["__main__", *named, __name__]
+    return ["__main__", __name__]
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -525,7 +565,9 @@ def _run_pool(
     kills its worker is reported as ``worker-died``."""
     unanswered = []
     with _pool(processes) as pool:
-        futures = {pool.submit(extract_case, c, label, settings): i for i, c in enumerate(cases)}
+        futures = {
+            pool.submit(_extract_checked, c, label, settings): i for i, c in enumerate(cases)
+        }
         for future in as_completed(futures):
             index = futures[future]
             result = _collect(future, cases[index])
@@ -535,7 +577,7 @@ def _run_pool(
                 yield index, result
     for index in sorted(unanswered):
         with _pool(1) as alone:
-            future = alone.submit(extract_case, cases[index], label, settings)
+            future = alone.submit(_extract_checked, cases[index], label, settings)
             yield index, _collect(future, cases[index])
 
 
@@ -562,7 +604,7 @@ def extract_many(
         raise ConfigError(f"workers must be at least 1, not {workers}")
     if workers == 1 or len(cases) < 2:
         answers: Iterator[tuple[int, CaseResult]] = (
-            (i, extract_case(c, label, checked)) for i, c in enumerate(cases)
+            (i, _extract_checked(c, label, checked)) for i, c in enumerate(cases)
         )
     else:
         answers = _run_pool(cases, label, checked, min(workers, len(cases)))

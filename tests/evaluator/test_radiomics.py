@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from data_support import shared_case
+from radiomics.featureextractor import RadiomicsFeatureExtractor
 
 from common.errors import ConfigError, DataError
 from evaluator.radiomics import (
@@ -26,6 +27,7 @@ from evaluator.radiomics import (
     RadiomicsSettingsError,
     baseline_features,
     check_settings,
+    extract_case,
     extract_diagnostics,
     extract_features,
     extract_from_arrays,
@@ -137,6 +139,31 @@ def test_first_order_and_volume_of_a_tiny_cube() -> None:
     # deviations from the mean are +-18 (z), +-3 (y), +-0.5 (x): |d| averages 18
     assert features["original_firstorder_MeanAbsoluteDeviation"] == pytest.approx(18.0)
     assert features["original_shape_VoxelVolume"] == pytest.approx(8 * 1.0 * 2.0 * 3.0)
+
+
+def test_settings_that_use_the_whole_image_get_it_whole() -> None:
+    image = np.arange(12**3, dtype=np.float32).reshape(12, 12, 12)
+    mask = np.zeros((12, 12, 12), dtype=np.uint8)
+    mask[2:4, 2:4, 2:4] = 1  # its box plus 5 voxels is 0..9: a crop would drop 10..11
+    settings = {"binWidth": 0.1, "normalize": True}
+    features = extract_from_arrays(image, mask, SPACING, 1, settings)
+    roi_mean = 144 * 2.5 + 12 * 2.5 + 2.5
+    # pyradiomics normalises by the whole image's mean and sample SD (ITK's Normalize)
+    whole = (roi_mean - image.mean()) / image.std(ddof=1)
+    cropped = (roi_mean - image[:10, :10, :10].mean()) / image[:10, :10, :10].std(ddof=1)
+    assert features["original_firstorder_Mean"] == pytest.approx(whole, rel=1e-6)
+    assert abs(whole - cropped) > 0.1  # the check above tells cropped from whole
+
+
+def test_cropping_to_the_structure_changes_no_feature() -> None:
+    image = np.random.default_rng(3).normal(100.0, 30.0, (20, 24, 28)).astype(np.float32)
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[3:9, 10:15, 18:26] = 1
+    checked = check_settings(SETTINGS)
+    volumes = ArrayVolume(image, SPACING).to_image(), ArrayVolume(mask, SPACING).to_image()
+    whole = RadiomicsFeatureExtractor(**checked).execute(*volumes, label=1)
+    expected = {k: float(v) for k, v in whole.items() if k.startswith("original_")}
+    assert extract_from_arrays(image, mask, SPACING, 1, SETTINGS) == expected  # bit for bit
 
 
 def test_a_label_other_than_one() -> None:
@@ -384,6 +411,14 @@ def test_a_case_that_cannot_be_sent_to_a_worker_is_reported(
     assert isinstance(results[1], CaseFailure)
     assert (results[1].case_id, results[1].kind) == ("unsendable", "radiomics-failed")
     assert "pickle" in results[1].reason
+
+
+def test_extract_case_answers_one_case_and_refuses_bad_settings(
+    cohort: list[RadiomicsCase], serial: list[CaseResult]
+) -> None:
+    assert extract_case(cohort[2], 1, SETTINGS) == serial[2]
+    with pytest.raises(RadiomicsSettingsError, match="'binwidth' was not defined"):
+        extract_case(cohort[2], 1, {"binwidth": 25})
 
 
 def test_a_case_of_the_wrong_type_is_reported_not_raised() -> None:
