@@ -5,10 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.progress import Progress, TaskID
 
-from common.cli.support import ConfigFileOption, RunConfigOption, console, user_errors
+from common.cli.support import ConfigFileOption, RunConfigOption, console, progress, user_errors
 from common.config import Scalar, parse_run_config_args
-from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, evaluate
+from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
+
+
+class StepBars:
+    """One progress line per evaluation step; a step without count is shown as a spinner-like
+    bar without total, and is marked done when the next step starts."""
+
+    def __init__(self, bars: Progress) -> None:
+        self._bars = bars
+        self._step = ""
+        self._task: TaskID | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        """Show ``event``: a new line for a new step, else move the current one."""
+        task = self._task
+        if task is None or event.step != self._step:
+            self.finish()
+            self._step = event.step
+            task = self._task = self._bars.add_task(event.step, total=event.total or None)
+        description = f"{event.step}: {event.detail}" if event.detail else event.step
+        self._bars.update(
+            task, description=description, completed=event.done, total=event.total or None
+        )
+
+    def finish(self) -> None:
+        """Mark the current step done."""
+        if self._task is not None:
+            task = self._bars.tasks[self._task]
+            done = task.total if task.total is not None else 1
+            self._bars.update(self._task, total=done, completed=done)
 
 
 @user_errors
@@ -30,7 +60,8 @@ def evaluate_command(
     overrides: dict[str, Scalar] = dict(parse_run_config_args(run_config, config_file))
     if skip_bad:
         overrides["data.skip-bad-cases"] = True
-    with console.status("evaluating") as status:
+    with progress() as bars:
+        steps = StepBars(bars)
         outcome = evaluate(
             synthetic,
             real,
@@ -38,8 +69,9 @@ def evaluate_command(
             run=run,
             overrides=overrides,
             overwrite=overwrite,
-            on_progress=lambda step: status.update(step),
+            on_progress=steps,
         )
+        steps.finish()
     results = outcome.results
     console.print(
         f"evaluated {results['release']['cases']} synthetic against {results['real']['cases']} "

@@ -30,6 +30,7 @@ REPORT_FILE = "report.html"
 FORMAT = "fedsynth-evaluation/1"
 REAL_ID_PREFIX = "real-"
 NOT_ASKED = "not asked for (evaluation.parts)"
+UTILITY_STEP = "segmentation utility"
 MANIFEST_KEYS = (
     "family",
     "model_hash",
@@ -42,7 +43,19 @@ MANIFEST_KEYS = (
 )
 """What ``evaluation.json`` repeats of the release's manifest."""
 
-Progress = Callable[[str], None]
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """How far the evaluation is: ``done`` of ``total`` units of ``step`` (``total`` 0 for a
+    step without count); ``detail`` says which part of the step (e.g. the utility arm)."""
+
+    step: str
+    done: int = 0
+    total: int = 0
+    detail: str = ""
+
+
+Progress = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,14 @@ def evaluate(
             why); SiteDataError: real cases have problems; OutputExistsError: ``out`` exists.
     """
     started = time.perf_counter()
-    say = on_progress or (lambda _: None)
+    report = on_progress or (lambda _: None)
+
+    def say(step: str) -> None:
+        report(ProgressEvent(step))
+
+    def counter(step: str) -> Callable[[int, int], None]:
+        return lambda done, total: report(ProgressEvent(step, done, total))
+
     manifest_config = release_settings(release)
     config = release_settings(release, dict(overrides or {}))
     check_same_modality(manifest_config, config.data.modality, real)
@@ -88,8 +108,10 @@ def evaluate(
     real_cases = anonymised(load_real(real, config))
     paired = None
     if run is not None:
-        say("generating images for the real label maps")
-        paired = generate_for_labels(run, real_cases, config)
+        generated = counter("generating images for the real label maps")
+        paired = generate_for_labels(
+            run, real_cases, config, on_case=_counting(generated, len(real_cases))
+        )
     results = _header(release, config, len(real_cases), run is not None)
     parts = config.evaluation.part_names()
     if "realism" in parts:
@@ -98,13 +120,20 @@ def evaluate(
     else:
         results["realism"] = not_computed(NOT_ASKED)
     if "radiomics" in parts:
-        say("radiomics of every structure")
-        results["radiomics"] = radiomics(config, real_cases, synthetic)
+        results["radiomics"] = radiomics(
+            config, real_cases, synthetic, on_progress=counter("radiomics of every structure")
+        )
     else:
         results["radiomics"] = not_computed(NOT_ASKED)
     if "utility" in parts:
-        say("segmentation utility: training on real, synthetic, both")
-        results["utility"] = utility(config, real_cases, synthetic)
+        results["utility"] = utility(
+            config,
+            real_cases,
+            synthetic,
+            on_progress=lambda done, total, what: report(
+                ProgressEvent(UTILITY_STEP, done, total, what)
+            ),
+        )
     else:
         results["utility"] = not_computed(NOT_ASKED)
     results["seconds"] = time.perf_counter() - started
@@ -116,6 +145,18 @@ def evaluate(
         (staging / EVALUATION_FILE).write_text(strict + "\n")
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
     return EvaluationOutcome(out, results)
+
+
+def _counting(report: Callable[[int, int], None], total: int) -> Callable[[str], None]:
+    """A per-case callback that reports how many cases are done of ``total``."""
+    done = 0
+
+    def one_more(_: str) -> None:
+        nonlocal done
+        done += 1
+        report(done, total)
+
+    return one_more
 
 
 def _header(release: Path, config: FedsynthConfig, real_cases: int, paired: bool) -> dict[str, Any]:

@@ -47,9 +47,11 @@ def radiomics(
     config: FedsynthConfig,
     real: Sequence[EvalCase],
     synthetic: Sequence[EvalCase],
-    on_case: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Every structure's radiomics comparison, JSON-ready (see the module docstring)."""
+    """Every structure's radiomics comparison, JSON-ready (see the module docstring).
+
+    ``on_progress(done, total)`` is called as each case of each structure is extracted."""
     settings = {"binWidth": config.evaluation.radiomics_bin_width}
     workers = config.evaluation.radiomics_workers
     result: dict[str, Any] = {
@@ -58,6 +60,14 @@ def radiomics(
         "structures": {},
     }
     regions = schema_for(config.data.modality).regions  # the schema's structures
+    total, done = len(regions) * (len(real) + len(synthetic)), 0
+
+    def extracted(_: object) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
+
     for name, members in regions.items():
         values = tuple(sorted(members))
         tables = {}
@@ -68,7 +78,7 @@ def radiomics(
                 MASK_LABEL,
                 settings,
                 workers,
-                on_case=(lambda r: on_case(r.case_id)) if on_case else None,
+                on_case=extracted,
             )
             features, failed = split_results(outcomes)
             tables[which] = [f.features for f in features]

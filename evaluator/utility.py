@@ -6,13 +6,17 @@ Metrics per test case and structure (a structure is a set of label values, e.g. 
 {1, 2, 3} in BraTS), with MONAI's ``compute_dice`` and ``compute_hausdorff_distance``
 (``percentile=95``, Euclidean, in mm from the voxel spacing):
 
-* both masks empty: Dice 1, HD95 0 (nothing to find and nothing found; BraTS' convention);
-* exactly one mask empty: Dice 0, HD95 ``inf`` (no surface to measure to). An infinite HD95
-  is kept: it makes that seed's mean HD95 ``inf`` and is counted in ``infinite_hd95``.
+* both masks non-empty: Dice and HD95 as measured;
+* both masks empty: Dice 1 (nothing to find and nothing found; BraTS' convention), no HD95;
+* exactly one mask empty (the structure missed, or found where there is none): Dice 0, no
+  HD95 (there is no surface to measure to).
 
-Per seed a structure's Dice and HD95 are means over the test cases; across seeds the mean and
-the population standard deviation (0 for one seed; ``nan`` when a value is infinite). Every arm
-trains with the same seeds, so arms differ only in their training data.
+Per seed a structure's Dice is the mean over all test cases; its HD95 the mean over the cases
+where both masks are non-empty (``nan`` when there is none), and the cases where exactly one is
+empty are counted beside it (``unmatched``): a mean HD95 that silently included them would be
+infinite, one that silently dropped them would flatter a model that misses structures. Across
+seeds: the mean and population standard deviation (0 for one seed), of HD95 over the seeds that
+measured one. Every arm trains with the same seeds, so arms differ only in their training data.
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ class CaseScore:
 
     dice: float
     hd95: float
+    """In mm; ``nan`` unless both masks are non-empty."""
+    unmatched: bool = False
+    """Exactly one of the masks is empty: the structure was missed, or found where none is."""
 
 
 def _mask(label: Array) -> torch.Tensor:
@@ -108,9 +115,9 @@ def score_masks(prediction: Array, truth: Array, spacing: Sequence[float]) -> Ca
         )
     has_prediction, has_truth = bool(predicted.any()), bool(actual.any())
     if not has_prediction and not has_truth:
-        return CaseScore(dice=1.0, hd95=0.0)
+        return CaseScore(dice=1.0, hd95=math.nan)
     if has_prediction != has_truth:
-        return CaseScore(dice=0.0, hd95=math.inf)
+        return CaseScore(dice=0.0, hd95=math.nan, unmatched=True)
     dice = compute_dice(predicted.float(), actual.float(), include_background=True)
     with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal call
         warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
@@ -149,8 +156,9 @@ class StructureStats:
 
     dice_per_seed: tuple[float, ...]
     hd95_per_seed: tuple[float, ...]
-    infinite_hd95: tuple[int, ...]
-    """Test cases per seed whose HD95 is infinite (exactly one of the masks empty)."""
+    """Mean HD95 (mm) over the test cases with both masks non-empty; ``nan`` for none."""
+    unmatched_per_seed: tuple[int, ...]
+    """Test cases per seed where exactly one mask is empty (no HD95 for them)."""
 
     @property
     def dice_mean(self) -> float:
@@ -164,14 +172,19 @@ class StructureStats:
 
     @property
     def hd95_mean(self) -> float:
-        """Mean HD95 (mm) over seeds; ``inf`` if any seed's is."""
-        return float(np.mean(self.hd95_per_seed))
+        """Mean HD95 (mm) over the seeds that measured one; ``nan`` when none did."""
+        values = self._measured_hd95()
+        return float(np.mean(values)) if values.size else math.nan
 
     @property
     def hd95_std(self) -> float:
-        """Population standard deviation of HD95 over seeds; ``nan`` if any is infinite."""
-        values = np.asarray(self.hd95_per_seed)
-        return float(np.std(values)) if np.isfinite(values).all() else math.nan
+        """Population standard deviation of HD95 over the seeds that measured one."""
+        values = self._measured_hd95()
+        return float(np.std(values)) if values.size else math.nan
+
+    def _measured_hd95(self) -> np.ndarray:
+        values = np.asarray(self.hd95_per_seed, dtype=np.float64)
+        return values[~np.isnan(values)]
 
 
 @dataclass(frozen=True)
@@ -242,7 +255,7 @@ def _arm_json(arm: ArmResult) -> dict[str, Any]:
             "hd95_mm_mean": stats.hd95_mean,
             "hd95_mm_std": stats.hd95_std,
             "hd95_mm_per_seed": list(stats.hd95_per_seed),
-            "infinite_hd95_cases_per_seed": list(stats.infinite_hd95),
+            "unmatched_cases_per_seed": list(stats.unmatched_per_seed),
         }
         for name, stats in arm.structures.items()
     }
@@ -362,7 +375,7 @@ class _Run:
                     for image, label in test
                 ]
             )
-        stats = {structure: _stats(per_seed, structure) for structure in self.structures}
+        stats = {structure: structure_stats(per_seed, structure) for structure in self.structures}
         return ArmResult(name, len(cases), stats, tuple(seconds))
 
     def _reporter(self, offset: int, what: str) -> IterationCallback | None:
@@ -404,11 +417,17 @@ def _grid_cases(
     return list(zip(images[:, 0], labels, strict=True))
 
 
-def _stats(per_seed: list[list[dict[str, CaseScore]]], name: str) -> StructureStats:
+def structure_stats(per_seed: list[list[dict[str, CaseScore]]], name: str) -> StructureStats:
+    """One structure over every seed's test cases (the conventions of the module docstring)."""
     dice = [float(np.mean([case[name].dice for case in seed])) for seed in per_seed]
-    hd95 = [float(np.mean([case[name].hd95 for case in seed])) for seed in per_seed]
-    infinite = [sum(math.isinf(case[name].hd95) for case in seed) for seed in per_seed]
-    return StructureStats(tuple(dice), tuple(hd95), tuple(infinite))
+    hd95 = [_mean_measured([case[name].hd95 for case in seed]) for seed in per_seed]
+    unmatched = [sum(case[name].unmatched for case in seed) for seed in per_seed]
+    return StructureStats(tuple(dice), tuple(hd95), tuple(unmatched))
+
+
+def _mean_measured(values: list[float]) -> float:
+    measured = [value for value in values if not math.isnan(value)]
+    return float(np.mean(measured)) if measured else math.nan
 
 
 def _checked_seeds(seeds: Sequence[int]) -> tuple[int, ...]:

@@ -19,7 +19,7 @@ from common.models.interface import SyntheticPairs
 from common.models.registry import build_model
 from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE
-from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, evaluate
+from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
 from evaluator.utility import json_ready
 from simulations.cli import app
 from simulations.phantoms import write_cohort
@@ -115,7 +115,29 @@ def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
         "evaluation.utility-seeds": 1,
         "evaluation.radiomics-workers": 1,
     }
-    outcome = evaluate(world["release"], world["real"], tmp_path / "eval", overrides=quick)
+    events: list[ProgressEvent] = []
+    outcome = evaluate(
+        world["release"],
+        world["real"],
+        tmp_path / "eval",
+        overrides=quick,
+        on_progress=events.append,
+    )
+    steps = list(dict.fromkeys(event.step for event in events))
+    assert steps == [
+        "reading the release",
+        "checking and preparing the real cases",
+        "realism: MAE and MS-SSIM",
+        "radiomics of every structure",
+        "segmentation utility",
+    ]
+    radiomics_done = [(e.done, e.total) for e in events if e.step.startswith("radiomics")]
+    assert radiomics_done == [(done, 12) for done in range(1, 13)]  # 2 structures x 6 cases
+    utility_events = [e for e in events if e.step == "segmentation utility"]
+    assert (utility_events[-1].done, utility_events[-1].total) == (6, 6)  # 3 arms x 2 steps
+    assert {e.detail for e in utility_events} == {
+        f"{arm}, seed {CONFIG.seed}" for arm in ("real", "synthetic", "real+synthetic")
+    }
     structures = outcome.results["radiomics"]["structures"]
     assert list(structures) == ["tumour", "bone"]
     for entry in structures.values():
@@ -131,6 +153,9 @@ def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
     page = (tmp_path / "eval" / REPORT_FILE).read_text()
     assert "<h2>Radiomics</h2>" in page
     assert "Dice per arm and structure" in page
+    assert "Read it with care" in page  # the study's correlation, with its caveat
+    assert "trained on synthetic cases only finds tumour" in page
+    assert "HD95 (mm) is averaged over the test cases where both" in page
     assert "phantom-ct-s01" not in page + json.dumps(outcome.results)
 
     def refuse(constant: str) -> None:

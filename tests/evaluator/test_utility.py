@@ -30,12 +30,14 @@ from evaluator.utility import (
     STUDY_COLUMNS,
     STUDY_DICE,
     ArmResult,
+    CaseScore,
     StructureStats,
     UtilityResult,
     schema_num_classes,
     schema_structures,
     score_case,
     score_masks,
+    structure_stats,
     study_table,
     utility_study,
 )
@@ -129,10 +131,14 @@ def test_empty_masks_follow_the_documented_convention() -> None:
     empty, full = np.zeros((SIZE,) * 3, dtype=bool), cube((4, 4, 4), 4)
     both_empty = score_masks(empty, empty, SPACING)
     missed, invented = score_masks(empty, full, SPACING), score_masks(full, empty, SPACING)
-    assert (both_empty.dice, both_empty.hd95) == (1.0, 0.0)
+    assert both_empty.dice == 1.0
+    assert math.isnan(both_empty.hd95)
+    assert not both_empty.unmatched
     assert (missed.dice, invented.dice) == (0.0, 0.0)
-    assert math.isinf(missed.hd95)
-    assert math.isinf(invented.hd95)
+    assert math.isnan(missed.hd95)
+    assert math.isnan(invented.hd95)
+    assert missed.unmatched
+    assert invented.unmatched
 
 
 def test_structures_are_unions_of_label_values() -> None:
@@ -144,7 +150,7 @@ def test_structures_are_unions_of_label_values() -> None:
     scores = score_case(prediction, truth, {"tumour": {1, 2, 3}, "enhancing": {3}}, SPACING)
     assert (scores["tumour"].dice, scores["tumour"].hd95) == (1.0, 0.0)
     assert scores["enhancing"].dice == 0.0
-    assert math.isinf(scores["enhancing"].hd95)
+    assert scores["enhancing"].unmatched
 
 
 def test_masks_on_different_grids_are_refused() -> None:
@@ -370,13 +376,33 @@ def test_arms_without_training_cases_are_reported_not_computed(
     assert document["synthetic_over_real_dice"] == {"tumour": None}
 
 
-def test_table_and_json_keep_infinite_hd95_and_the_study_rows() -> None:
-    # Hand-made result: CT bone perfect on one seed, missed entirely on the other.
+def test_hd95_is_the_mean_over_cases_where_both_masks_hold_the_structure() -> None:
+    # One seed, four test cases: HD95 2 mm and 4 mm measured, one structure missed, one case
+    # where neither mask holds it. Dice (0.8 + 0.6 + 0 + 1) / 4; HD95 (2 + 4) / 2; 1 unmatched.
+    scores = [
+        {"tumour": CaseScore(0.8, 2.0)},
+        {"tumour": CaseScore(0.6, 4.0)},
+        {"tumour": CaseScore(0.0, math.nan, unmatched=True)},
+        {"tumour": CaseScore(1.0, math.nan)},
+    ]
+    stats = structure_stats([scores], "tumour")
+    assert stats.dice_per_seed == pytest.approx((0.6,))
+    assert stats.hd95_per_seed == pytest.approx((3.0,))
+    assert stats.unmatched_per_seed == (1,)
+    nothing = structure_stats([[{"tumour": CaseScore(0.0, math.nan, unmatched=True)}]], "tumour")
+    assert math.isnan(nothing.hd95_per_seed[0])
+    assert math.isnan(nothing.hd95_mean)
+    assert math.isnan(nothing.hd95_std)
+
+
+def test_table_and_json_keep_unmeasured_hd95_and_the_study_rows() -> None:
+    # Hand-made result: CT bone found on one seed (HD95 2 mm), missed in all 3 cases on the
+    # other (no HD95): the mean over seeds that measured one is 2 mm, spread 0.
     bone = StructureStats(
-        dice_per_seed=(0.9, 0.0), hd95_per_seed=(2.0, math.inf), infinite_hd95=(0, 3)
+        dice_per_seed=(0.9, 0.0), hd95_per_seed=(2.0, math.nan), unmatched_per_seed=(0, 3)
     )
     tumour = StructureStats(
-        dice_per_seed=(0.2, 0.4), hd95_per_seed=(10.0, 20.0), infinite_hd95=(0, 0)
+        dice_per_seed=(0.2, 0.4), hd95_per_seed=(10.0, 20.0), unmatched_per_seed=(0, 0)
     )
     arms = {
         "real": ArmResult("real", 4, {"tumour": tumour, "bone": bone}, (1.0, 1.0)),
@@ -387,26 +413,26 @@ def test_table_and_json_keep_infinite_hd95_and_the_study_rows() -> None:
     result = UtilityResult(arms, (0, 1), 3, SPACING, structures, SegmentationRecipe())
     assert bone.dice_mean == pytest.approx(0.45)
     assert bone.dice_std == pytest.approx(0.45)
-    assert math.isinf(bone.hd95_mean)
-    assert math.isnan(bone.hd95_std)
+    assert (bone.hd95_mean, bone.hd95_std) == (2.0, 0.0)
+    assert tumour.hd95_mean == pytest.approx(15.0)
     assert tumour.hd95_std == pytest.approx(5.0)
     rows = study_table(result, "ct")
     assert [(r["structure"], r["study_synthetic_dice"]) for r in rows] == [
         ("tumour", STUDY_DICE["ct"]["tumour"]),
         ("bone", STUDY_DICE["ct"]["bone"]),
     ]
-    assert rows[1]["real_hd95_mm"] == math.inf
+    assert rows[1]["real_hd95_mm"] == 2.0
     assert rows[1]["synthetic_over_real_dice"] == pytest.approx(1.0)
     assert rows[0]["real+synthetic_dice"] is None
     document = json.loads(json.dumps(result.to_json(), allow_nan=False))
     bone_json = document["arms"]["real"]["structures"]["bone"]
-    assert bone_json["hd95_mm_per_seed"] == [2.0, "inf"]
-    assert (bone_json["hd95_mm_mean"], bone_json["hd95_mm_std"]) == ("inf", "nan")
-    assert bone_json["infinite_hd95_cases_per_seed"] == [0, 3]
+    assert bone_json["hd95_mm_per_seed"] == [2.0, "nan"]
+    assert (bone_json["hd95_mm_mean"], bone_json["hd95_mm_std"]) == (2.0, 0.0)
+    assert bone_json["unmatched_cases_per_seed"] == [0, 3]
 
 
 def test_real_dice_of_zero_gives_no_ratio() -> None:
-    zero = StructureStats((0.0,), (math.inf,), (1,))
+    zero = StructureStats((0.0,), (math.nan,), (1,))
     arms = {name: ArmResult(name, 1, {"tumour": zero}, (1.0,)) for name in ("real", "synthetic")}
     arms["real+synthetic"] = ArmResult("real+synthetic", 2, {"tumour": zero}, (1.0,))
     result = UtilityResult(arms, (0,), 1, SPACING, {"tumour": (1,)}, SegmentationRecipe())
