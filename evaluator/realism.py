@@ -343,15 +343,14 @@ def sample_pairs(count: int, max_pairs: int | None = None, seed: int = 0) -> lis
     return [pairs[int(index)] for index in np.sort(chosen)]
 
 
-def diversity(
+def pairwise_msssim(
     volumes: Sequence[np.ndarray],
     settings: MsssimSettings,
     max_pairs: int | None = None,
     seed: int = 0,
-) -> float:
-    """Mean pairwise MS-SSIM within one set (1 = all alike, i.e. mode collapse).
-
-    All pairs, or ``max_pairs`` pairs drawn at random with ``seed`` (see :func:`sample_pairs`).
+) -> list[float]:
+    """MS-SSIM of every pair within one set, or of ``max_pairs`` pairs drawn with ``seed``
+    (see :func:`sample_pairs`), in the order of the pairs.
 
     Raises:
         RealismError: fewer than 2 volumes, ``max_pairs`` below 1, shapes differ, or
@@ -359,4 +358,15 @@ def diversity(
     """
     pairs = sample_pairs(len(volumes), max_pairs, seed)
     _require_one_shape(volumes, "the volumes of the set")
-    return float(np.mean([msssim(volumes[i], volumes[j], settings) for i, j in pairs]))
+    return [msssim(volumes[i], volumes[j], settings) for i, j in pairs]
+
+
+def diversity(
+    volumes: Sequence[np.ndarray],
+    settings: MsssimSettings,
+    max_pairs: int | None = None,
+    seed: int = 0,
+) -> float:
+    """Mean pairwise MS-SSIM within one set (1 = all alike, i.e. mode collapse): the mean of
+    :func:`pairwise_msssim` (same arguments, same errors)."""
+    return float(np.mean(pairwise_msssim(volumes, settings, max_pairs, seed)))

@@ -19,10 +19,10 @@ from evaluator.cases import EvalCase
 from evaluator.realism import (
     MsssimSettings,
     body_mask,
-    diversity,
     msssim_settings,
     paired_mae,
     paired_msssim,
+    pairwise_msssim,
 )
 
 NO_RUN_REASON = (
@@ -94,5 +94,10 @@ def _diversity(
 ) -> dict[str, Any]:
     if len(cases) < 2:
         return not_computed(f"{len(cases)} case(s): diversity needs two or more")
-    value = diversity([c.image for c in cases], settings, max_pairs=max_pairs, seed=seed)
-    return {"computed": True, "mean_pairwise_msssim": value, "cases": len(cases)}
+    values = pairwise_msssim([c.image for c in cases], settings, max_pairs=max_pairs, seed=seed)
+    return {
+        "computed": True,
+        "mean_pairwise_msssim": float(np.mean(values)),
+        "cases": len(cases),
+        "pairwise_msssim": values,
+    }

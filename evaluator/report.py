@@ -23,6 +23,8 @@ GALLERY_CASES = 2
 """Real and synthetic cases shown in each gallery."""
 MRI_WINDOW = (0.0, 1000.0)
 """MRI galleries show the release range."""
+SET_COLOURS = {"real": "#4daf4a", "synthetic": "#e41a1c"}
+"""Each set's colour in the report's distributions."""
 DIVERSITY_MARGIN = 0.05
 """Synthetic mean pairwise MS-SSIM this far above the real one reads as a repeating generator."""
 UNSTRUCTURED_FRACTION = 0.5
@@ -204,6 +206,17 @@ def _realism_section(page: Page, results: dict[str, Any]) -> None:
         axes.set_xlabel("paired MS-SSIM (generated vs real, same label map)")
         axes.set_ylabel("cases")
         page.image(png(figure), "distribution of paired MS-SSIM")
+    within = {name: d["pairwise_msssim"] for name, d in diversity.items() if d["computed"]}
+    if within:
+        figure = Figure(figsize=(5, 3))
+        axes = figure.add_subplot()
+        for name, values in within.items():
+            colour = SET_COLOURS[name]
+            axes.hist(values, bins=20, range=(0.0, 1.0), alpha=0.6, color=colour, label=name)
+        axes.set_xlabel("MS-SSIM of a pair of cases within one set")
+        axes.set_ylabel("pairs")
+        axes.legend()
+        page.image(png(figure), "distribution of within-set MS-SSIM (diversity)")
 
 
 def _gallery_section(

@@ -61,9 +61,13 @@ def test_without_a_run_the_paired_figures_say_why_and_diversity_matches(
     real_div = realism["diversity"]["real"]["mean_pairwise_msssim"]
     synth_div = realism["diversity"]["synthetic"]["mean_pairwise_msssim"]
     assert synth_div == pytest.approx(real_div, abs=1e-3)  # the release copies the real cases
+    real_pairs = realism["diversity"]["real"]["pairwise_msssim"]
+    assert len(real_pairs) == 3  # 3 cases: 3 pairs, whose mean is the diversity
+    assert np.mean(real_pairs) == pytest.approx(real_div, rel=1e-12)
     assert realism["msssim_settings"]["kernel_size"] == 7
     page = (tmp_path / "eval" / REPORT_FILE).read_text()
     assert "paired MAE in the body (HU): not computed (no --run given" in page
+    assert "distribution of within-set MS-SSIM (diversity)" in page
     for text in (page, json.dumps(results)):  # real case ids never reach the outputs
         assert "phantom-ct-s01" not in text
 

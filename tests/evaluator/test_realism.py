@@ -28,6 +28,7 @@ from evaluator.realism import (
     msssim_settings,
     paired_mae,
     paired_msssim,
+    pairwise_msssim,
     sample_pairs,
 )
 
@@ -234,6 +235,7 @@ def test_diversity_is_the_mean_over_all_pairs(settings: MsssimSettings) -> None:
     by_hand = [msssim(volumes[i], volumes[j], settings) for i, j in ((0, 1), (0, 2), (1, 2))]
     assert max(by_hand) < 1.0  # the textures differ
     assert diversity(volumes, settings) == pytest.approx(np.mean(by_hand), rel=1e-12)
+    assert pairwise_msssim(volumes, settings) == pytest.approx(by_hand, rel=1e-12)  # pair order
 
 
 def test_diversity_of_a_seeded_subset_of_pairs(settings: MsssimSettings) -> None:
