@@ -23,6 +23,8 @@ GALLERY_CASES = 2
 """Real and synthetic cases shown in each gallery."""
 MRI_WINDOW = (0.0, 1000.0)
 """MRI galleries show the release range."""
+STUDY_CORRELATION_STRUCTURE = "tumour"
+"""The structure the study's correlation of feature means was reported for."""
 SET_COLOURS = {"real": "#4daf4a", "synthetic": "#e41a1c"}
 """Each set's colour in the report's distributions."""
 DIVERSITY_MARGIN = 0.05
@@ -197,8 +199,7 @@ def _realism_section(page: Page, results: dict[str, Any]) -> None:
             for name, d in (("real", diversity["real"]), ("synthetic", diversity["synthetic"]))
         ],
     )
-    settings = realism["msssim_settings"]
-    page.paragraph(f"MS-SSIM settings for this volume size: {settings}", "note")
+    page.paragraph(msssim_settings_words(realism["msssim_settings"]), "note")
     if realism["paired_msssim"]["computed"]:
         figure = Figure(figsize=(5, 3))
         axes = figure.add_subplot()
@@ -217,6 +218,18 @@ def _realism_section(page: Page, results: dict[str, Any]) -> None:
         axes.set_ylabel("pairs")
         axes.legend()
         page.image(png(figure), "distribution of within-set MS-SSIM (diversity)")
+
+
+def msssim_settings_words(settings: dict[str, Any]) -> str:
+    """The recorded MS-SSIM settings as a sentence (evaluation.json has them all)."""
+    weights = ", ".join(f"{w:.3f}" for w in settings["weights"])
+    low, high = settings["window"]
+    return (
+        f"MS-SSIM settings for this volume size: {settings['scales']} scales weighted {weights}; "
+        f"{settings['kernel']} kernel of {settings['kernel_size']} voxels (sigma "
+        f"{settings['kernel_sigma']:.2f}); intensities clipped to {low:g}..{high:g} (data range "
+        f"{settings['data_range']:g}); K1 {settings['k1']}, K2 {settings['k2']}."
+    )
 
 
 def _gallery_section(
@@ -249,10 +262,14 @@ def radiomics_report(page: Page, results: dict[str, Any]) -> None:
         page.missing("radiomics", section.get("reason", "not asked for (evaluation.parts)"))
         return
     study = section["study_means_correlation"]
+
+    def study_of(structure: str) -> float | None:
+        return study if structure == STUDY_CORRELATION_STRUCTURE else None
+
     rows = []
     for name, entry in section["structures"].items():
         if not entry.get("computed"):
-            rows.append([name, entry.get("reason", ""), None, None, None, study])
+            rows.append([name, entry.get("reason", ""), None, None, None, study_of(name)])
             continue
         rows.append(
             [
@@ -261,7 +278,7 @@ def radiomics_report(page: Page, results: dict[str, Any]) -> None:
                 entry["mean_wasserstein"],
                 entry["frechet_radiomics_distance"],
                 entry["classifier_auc"],
-                study,
+                study_of(name),
             ]
         )
     page.table(
@@ -323,7 +340,10 @@ def utility_report(page: Page, results: dict[str, Any]) -> None:
         "note",
     )
     columns = list(section["study_table"][0])
-    page.table(columns, [[row[c] for c in columns] for row in section["study_table"]])
+    page.table(
+        [column_title(c) for c in columns],
+        [[row[c] for c in columns] for row in section["study_table"]],
+    )
     page.paragraph(_unmatched_note(section), "note")
     arms = {n: a for n, a in section["arms"].items() if a["computed"]}
     structures = list(section["structures"])
@@ -336,6 +356,13 @@ def utility_report(page: Page, results: dict[str, Any]) -> None:
         ax.set_ylabel("Dice")
         ax.set_ylim(0, 1)
     page.image(png(figure), "Dice per arm and structure")
+
+
+def column_title(key: str) -> str:
+    """A study-table key as a column title: ``real+synthetic_hd95_mm`` -> ``real+synthetic
+    HD95 (mm)``."""
+    words = key.replace("hd95_mm", "HD95 (mm)").replace("dice", "Dice").replace("_std", " SD")
+    return words.replace("_", " ")
 
 
 def _unmatched_note(section: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,12 @@ def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
     assert "<h2>Radiomics</h2>" in page
     assert "Dice per arm and structure" in page
     assert "Read it with care" in page  # the study's correlation, with its caveat
+    radiomics_rows = re.findall(r"<tr><td>(tumour|bone)</td>.*?</tr>", page)[:2]
+    assert radiomics_rows == ["tumour", "bone"]
+    tumour_row, bone_row = re.findall(r"<tr><td>(?:tumour|bone)</td>.*?</tr>", page)[:2]
+    assert tumour_row.endswith("<td>0.5461</td></tr>")  # the study reported tumours only
+    assert bone_row.endswith("<td>-</td></tr>")
+    assert "<th>real+synthetic HD95 (mm)</th>" in page
     assert "trained on synthetic cases only finds tumour" in page
     assert "HD95 (mm) is averaged over the test cases where both" in page
     assert "phantom-ct-s01" not in page + json.dumps(outcome.results)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from evaluator.report import plain_summary
+from evaluator.report import column_title, msssim_settings_words, plain_summary
 
 RELEASE = {
     "cases": 4,
@@ -94,3 +94,35 @@ def test_parts_not_computed_add_no_words() -> None:
         )
     )
     assert len(lines) == 2  # the release and its privacy only
+
+
+def test_msssim_settings_are_a_sentence() -> None:
+    settings = {
+        "kernel": "gaussian",
+        "kernel_size": 7,
+        "kernel_sigma": 0.9545,
+        "scales": 3,
+        "weights": [0.0711, 0.453, 0.476],
+        "window": [-1024.0, 2048.0],
+        "data_range": 3072.0,
+        "k1": 0.01,
+        "k2": 0.03,
+    }
+    assert msssim_settings_words(settings) == (
+        "MS-SSIM settings for this volume size: 3 scales weighted 0.071, 0.453, 0.476; gaussian "
+        "kernel of 7 voxels (sigma 0.95); intensities clipped to -1024..2048 (data range 3072); "
+        "K1 0.01, K2 0.03."
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "title"),
+    [
+        ("study_synthetic_dice", "study synthetic Dice"),
+        ("real+synthetic_dice_std", "real+synthetic Dice SD"),
+        ("synthetic_hd95_mm", "synthetic HD95 (mm)"),
+        ("synthetic_over_real_dice", "synthetic over real Dice"),
+    ],
+)
+def test_study_table_columns_read_as_words(key: str, title: str) -> None:
+    assert column_title(key) == title
