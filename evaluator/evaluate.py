@@ -7,6 +7,7 @@ all.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -149,14 +150,8 @@ def evaluate(
 
 def _counting(report: Callable[[int, int], None], total: int) -> Callable[[str], None]:
     """A per-case callback that reports how many cases are done of ``total``."""
-    done = 0
-
-    def one_more(_: str) -> None:
-        nonlocal done
-        done += 1
-        report(done, total)
-
-    return one_more
+    done = itertools.count(1)
+    return lambda _: report(next(done), total)
 
 
 def _header(release: Path, config: FedsynthConfig, real_cases: int, paired: bool) -> dict[str, Any]:

@@ -12,6 +12,7 @@ extraction fails is listed with the reason, never silently dropped.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,13 +61,8 @@ def radiomics(
         "structures": {},
     }
     regions = schema_for(config.data.modality).regions  # the schema's structures
-    total, done = len(regions) * (len(real) + len(synthetic)), 0
-
-    def extracted(_: object) -> None:
-        nonlocal done
-        done += 1
-        if on_progress is not None:
-            on_progress(done, total)
+    total, done = len(regions) * (len(real) + len(synthetic)), itertools.count(1)
+    report = on_progress or (lambda _done, _total: None)
 
     for name, members in regions.items():
         values = tuple(sorted(members))
@@ -78,7 +74,7 @@ def radiomics(
                 MASK_LABEL,
                 settings,
                 workers,
-                on_case=extracted,
+                on_case=lambda _: report(next(done), total),
             )
             features, failed = split_results(outcomes)
             tables[which] = [f.features for f in features]

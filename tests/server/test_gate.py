@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
 from uuid import uuid4
 
 import numpy as np
 import pytest
+from federation_support import task_identity as task_identity  # fixture
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from server.gate import GateResult, screen_replies
 
@@ -23,13 +22,7 @@ GLOBAL: dict[str, list[float]] = {"g/w": [1.0, 2.0, 3.0], "g/b": [0.5, -0.5]}
 Content = dict[str, ArrayRecord | MetricRecord | ConfigRecord]
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower's task identity, which creating a Message needs outside a Flower process."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def arrays(values: dict[str, list[float]], dtype: type = np.float32) -> ArrayRecord:

@@ -5,12 +5,13 @@ strategy's own ``configure_train`` and ``aggregate_train``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import cast
 from uuid import uuid4
 
 import numpy as np
 import pytest
+from federation_support import task_identity as task_identity  # fixture
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -22,7 +23,6 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     Strategy,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from common.config import FederationConfig, Scalar, load_config
 from common.errors import ConfigError
@@ -31,13 +31,7 @@ from server.strategies import build_strategy
 ROUND = 2
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower's task identity, which creating a Message needs outside a Flower process."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class FakeGrid:
