@@ -138,6 +138,7 @@ def _train_round(
         ledger=ledger,
         run_id=f"{run_id}/round-{server_round}/{attempt_id}",
         on_step=step_done,
+        schedule=((server_round - 1) * steps, steps * config.federation.num_rounds),
     )
     metrics: dict[str, int | float | list[int] | list[float]] = {
         EXAMPLES_KEY: len(dataset),

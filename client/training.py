@@ -29,7 +29,8 @@ from common.config import FedsynthConfig, to_run_config
 from common.data.dataset import CachedCases
 from common.models.checkpoint import load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
-from common.models.registry import build_model
+from common.models.prior import initial_model
+from common.models.schedule import apply_learning_rates, learning_rate_factor
 from common.privacy.engine import make_private
 from common.privacy.ledger import PrivacyLedger
 from common.release import SiteRecord
@@ -123,16 +124,20 @@ def train_local(
     resume_from: TrainingState | None = None,
     checkpoint: Callable[[TrainingState], None] | None = None,
     on_step: StepCallback | None = None,
+    schedule: tuple[int, int] | None = None,
 ) -> TrainingOutcome:
     """Train ``model`` on a site's cases for the planned steps of one run or round.
 
     ``stage`` names this run or round for seeding (e.g. ``("train", site)``). With privacy on,
     the ledger is charged for all planned steps before the first one, once per ``run_id``: a
     resumed run (``resume_from``, same ``run_id``) is not charged again and takes only the
-    steps that remain, so the steps taken never exceed the steps charged.
+    steps that remain, so the steps taken never exceed the steps charged. ``schedule`` is
+    (steps the whole training took before this run or round, steps of the whole training) for
+    the learning-rate schedule; by default this run is the whole training.
     """
     started = time.perf_counter()
     steps = planned_steps(len(dataset), config)
+    offset, total = schedule or (0, steps)
     generators = {
         "loader": torch_generator(config.seed, *stage, "loader"),
         "steps": torch_generator(config.seed, *stage, "steps"),
@@ -162,10 +167,13 @@ def train_local(
     with expected_warnings_silenced():
         for batch in remaining:
             step_losses: dict[str, float] = {}
+            factor = learning_rate_factor(offset + state.step, total, config.training)
+            apply_learning_rates(model.optimizers, factor)
             if private is not None and batch.image.shape[0] == 0:
                 private.step_without_data()  # an empty Poisson batch still costs a noisy step
             else:
                 step_losses = losses = model.train_step(batch, generators["steps"])
+            model.update_averages()
             state.step += 1
             if on_step is not None:
                 on_step(state.step, step_losses)  # {} after a step without data
@@ -228,7 +236,7 @@ def train_site(
     Writes ``model.pt``, ``run.json``, ``metrics.jsonl`` and resumable ``checkpoint.pt``.
     """
     dataset = CachedCases(cache, config.model.spatial_dims)
-    model = build_model(config).to(resolve_device(config))
+    model = initial_model(config).to(resolve_device(config))
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_FILE
     resume_from, run_id = None, uuid.uuid4().hex

@@ -204,6 +204,20 @@ class PhantomConfig:
         minimum=0.0,
         maximum=0.9,
     )
+    anatomy_scale: float = setting(
+        1.0,
+        "size of the whole anatomy (body, bones, airway, tumour) relative to the reference "
+        "patient: another population, e.g. for a public prior's cohort",
+        minimum=0.5,
+        maximum=2.0,
+    )
+    contrast_scale: float = setting(
+        1.0,
+        "tissue contrasts relative to the reference: every tissue's difference from soft "
+        "tissue (CT) or white matter (MRI) is multiplied by this, as another protocol would",
+        minimum=0.25,
+        maximum=4.0,
+    )
 
     def __post_init__(self) -> None:
         _check_fields("phantoms", self)
@@ -314,6 +328,10 @@ class EvaluationConfig:
         minimum=0.1,
         maximum=0.9,
     )
+    utility_arms: str = setting(
+        "real,synthetic,real+synthetic",
+        "which training sets the utility study trains on (comma-separated)",
+    )
     utility_seeds: int = setting(3, "segmentation trainings per arm (mean and spread)", minimum=1)
     utility_iterations: int = setting(
         0, "segmentation training iterations per arm (0: the recipe's default)", minimum=0
@@ -339,9 +357,21 @@ class EvaluationConfig:
             f"{', '.join(sorted(known))}",
         )
 
+        arms = {"real", "synthetic", "real+synthetic"}
+        unknown_arms = sorted(set(self.arm_names()) - arms)
+        _require(
+            bool(self.arm_names()) and not unknown_arms,
+            f"evaluation.utility-arms = {self.utility_arms!r}: choose one or more of "
+            f"{', '.join(sorted(arms))}",
+        )
+
     def part_names(self) -> tuple[str, ...]:
         """The parts to compute, in the order given."""
         return tuple(part.strip() for part in self.parts.split(",") if part.strip())
+
+    def arm_names(self) -> tuple[str, ...]:
+        """The utility arms to train, in the order given."""
+        return tuple(arm.strip() for arm in self.utility_arms.split(",") if arm.strip())
 
 
 @dataclass(frozen=True)
@@ -390,7 +420,10 @@ class ModelConfig:
         minimum=0.0,
     )
     tumour_weight: float = setting(
-        5.0, "GAN: extra L1 weight inside the tumour, as in the study", minimum=0.0
+        5.0,
+        "extra loss weight inside the tumour: the GAN's L1 (as in the study), the diffusion "
+        "model's denoising and decoding losses",
+        minimum=0.0,
     )
     feature_matching_weight: float = setting(
         0.0,
@@ -400,9 +433,54 @@ class ModelConfig:
     label_temperature: float = setting(
         1.0, "GAN: Gumbel-softmax temperature of the label-map generator", minimum=0.01
     )
+    prior: str = setting(
+        "",
+        "a public prior to start training from: the name of one shipped with fedsynth "
+        "(phantom-ct-32) or the path of one made by `fedsynth prior`; '' for random weights",
+    )
+    label_sampling: str = setting(
+        "argmax",
+        "GAN: label map from the generator's logits by argmax (one map per noise draw) or by "
+        "per-voxel Gumbel sampling",
+        choices=("argmax", "gumbel"),
+    )
+    tissue_thresholds: str = setting(
+        "",
+        "diffusion: normalised intensities (in the [-1, 1] units of a prepared cache, rising) "
+        "that split unlabelled voxels into intensity classes of the tissue map the model draws, "
+        "e.g. '-0.659,-0.353' for air | fat | soft tissue at -500 and -30 HU in CT's default "
+        "window; '' for one background class",
+    )
+    decoder_weight: float = setting(
+        1.0,
+        "diffusion: weight of the image decoder's loss beside the tissue-map denoiser's",
+        minimum=0.0,
+    )
+    min_snr_gamma: float = setting(
+        0.0,
+        "diffusion: Min-SNR loss weighting, min(SNR, gamma) / (SNR + 1) per timestep (Hang et "
+        "al. 2023); 0 weights every timestep equally",
+        minimum=0.0,
+    )
 
     def __post_init__(self) -> None:
         _check_fields("model", self)
+        thresholds = self.thresholds()
+        _require(
+            list(thresholds) == sorted(set(thresholds)) and all(-1 < t < 1 for t in thresholds),
+            f"model.tissue-thresholds = {self.tissue_thresholds!r}: give rising numbers "
+            "between -1 and 1, comma-separated, as '-0.659,-0.353'",
+        )
+
+    def thresholds(self) -> tuple[float, ...]:
+        """``tissue_thresholds`` as numbers (ConfigError if one is not a number)."""
+        try:
+            return tuple(float(t) for t in self.tissue_thresholds.split(",") if t.strip())
+        except ValueError:
+            raise ConfigError(
+                f"model.tissue-thresholds = {self.tissue_thresholds!r}: give numbers, "
+                "comma-separated, as '-0.659,-0.353'"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -424,13 +502,40 @@ class TrainingConfig:
     )
     adam_beta1: float = setting(0.5, "Adam beta1", minimum=0.0, maximum=1.0)
     adam_beta2: float = setting(0.999, "Adam beta2", minimum=0.0, maximum=1.0)
+    lr_schedule: str = setting(
+        "constant",
+        "learning rate after the warm-up: constant, or cosine decay to min-lr-ratio times the "
+        "rate over the whole training (every round of a federation)",
+        choices=("constant", "cosine"),
+    )
+    warmup_steps: int = setting(
+        0, "steps over which the learning rate rises linearly from 0 to its value", minimum=0
+    )
+    min_lr_ratio: float = setting(
+        0.1,
+        "cosine schedule: the final learning rate as a fraction of the rate",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    ema_decay: float = setting(
+        0.0,
+        "decay of the exponential moving average of the generators' weights that sampling "
+        "uses (0: sample with the trained weights themselves); post-processing, no privacy cost",
+        minimum=0.0,
+        maximum=0.99999,
+    )
     checkpoint_every: int = setting(
         50, "save a resumable checkpoint every this many steps", minimum=1
     )
     device: str = setting(
         "auto", "auto (a GPU when present), cpu or cuda", choices=("auto", "cpu", "cuda")
     )
-    amp: bool = setting(True, "mixed precision on GPU (ignored on CPU)")
+    amp: str = setting(
+        "auto",
+        "bfloat16 autocast: auto (on a GPU, not on the CPU, where it is slower), bf16 "
+        "(everywhere: the GPU code path on a CPU, for tests) or off",
+        choices=("auto", "bf16", "off"),
+    )
 
     def __post_init__(self) -> None:
         _check_fields("training", self)

@@ -93,7 +93,7 @@ def load_model_arrays(model: GenerativeModel, arrays: ArrayRecord) -> None:
             "the global arrays do not fit this site's model (are the server and the site on "
             f"the same fedsynth version and settings?): {'; '.join(problems[:5])}"
         )
-    state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in model.nets}
+    state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in model.network_state()}
     for name, array in arrays.items():
         values = array.numpy()
         if not np.isfinite(values).all():

@@ -25,6 +25,7 @@ from common.data.imageio import Geometry, write_image
 from common.data.intensity import IntensityMapping, ct_mapping
 from common.data.preprocess import release_geometry, to_world_image
 from common.models.interface import SyntheticPairs
+from common.models.prior import SHIPPED_PRIORS, prior_record
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "fedsynth-release/1"
@@ -55,6 +56,9 @@ class Manifest:
     sampling_steps: int
     cases: int
     run_config: dict[str, Any]
+    prior: dict[str, Any] = field(default_factory=dict)
+    """The public prior the training started from (name, hash, what it was trained on); {}
+    for none."""
     audit: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
 
@@ -148,16 +152,23 @@ def new_manifest(
         sampling_steps=steps if family == "diffusion" else 1,
         cases=cases,
         run_config=release_settings(config),
+        prior=prior_record(config),
     )
 
 
 LOCAL_SETTINGS = ("simulation.sites-dir", "simulation.state-dir", "federation.run-dir")
 """Settings that are places on the operator's machine: never written into a release."""
+PRIOR_SETTING = "model.prior"
 
 
 def release_settings(config: FedsynthConfig) -> dict[str, Any]:
-    """The run settings a manifest records: every one but the machine's paths."""
-    return {k: v for k, v in to_run_config(config).items() if k not in LOCAL_SETTINGS}
+    """The run settings a manifest records: every one but the machine's paths (a prior given
+    by path is recorded by its file name)."""
+    settings = {k: v for k, v in to_run_config(config).items() if k not in LOCAL_SETTINGS}
+    prior = str(settings.get(PRIOR_SETTING, ""))
+    if prior and prior not in SHIPPED_PRIORS:
+        settings[PRIOR_SETTING] = Path(prior).name
+    return settings
 
 
 def read_manifest(release: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from evaluator.segmentation import (
 ARMS = ("real", "synthetic", "real+synthetic")
 """The training sets compared, in table order."""
 
+NOT_ASKED_ARM = "not asked for (evaluation.utility-arms)"
 HD95_PERCENTILE = 95.0
 """HD95: the 95th percentile of the symmetric surface distances."""
 
@@ -285,9 +286,11 @@ def utility_study(
     spacing: Sequence[float],
     device: str | torch.device = "auto",
     on_progress: ProgressCallback | None = None,
+    arms: Collection[str] = ARMS,
 ) -> UtilityResult:
     """Train the recipe on each arm's cases once per seed and test every model on
-    ``real_test``; an arm without training cases is reported as not computed, with the reason.
+    ``real_test``; an arm without training cases, or not among ``arms``, is reported as not
+    computed, with the reason.
 
     ``spacing`` is the common grid's voxel size in mm in the arrays' axis order (z, y, x), i.e.
     ``data.target-spacing`` (written x, y, z) reversed.
@@ -307,6 +310,9 @@ def utility_study(
     fake = _grid_cases(synthetic, num_classes, recipe, "synthetic cases", grid)
     training = {"real": real, "synthetic": fake, "real+synthetic": [*real, *fake]}
     reasons = _arm_reasons(bool(real), bool(fake))
+    for arm in ARMS:
+        if arm not in arms:
+            reasons[arm] = NOT_ASKED_ARM
     computed = [arm for arm in ARMS if not reasons[arm]]
     run = _Run(
         recipe,
@@ -317,14 +323,14 @@ def utility_study(
         on_progress,
         len(computed) * len(checked_seeds) * recipe.iterations,
     )
-    arms = {
+    results = {
         arm: ArmResult(arm, len(training[arm]), reason=reasons[arm])
         if reasons[arm]
         else run.arm(arm, training[arm], test, checked_seeds, computed.index(arm))
         for arm in ARMS
     }
     return UtilityResult(
-        arms=arms,
+        arms=results,
         seeds=checked_seeds,
         test_cases=len(test),
         spacing=checked_spacing,

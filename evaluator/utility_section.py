@@ -73,6 +73,7 @@ def utility(
         spacing=(z, y, x),
         device=config.training.device,
         on_progress=on_progress,
+        arms=config.evaluation.arm_names(),
     )
     return {
         "computed": True,

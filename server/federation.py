@@ -48,7 +48,7 @@ from common.exchange import (
     settings_record,
 )
 from common.models.checkpoint import CheckpointError, load_payload, save_model, save_payload
-from common.models.registry import build_model
+from common.models.prior import initial_model
 from common.release import SiteRecord
 from common.runs import MODEL_FILE, RunSummary, write_summary
 from common.seeding import derive_seed
@@ -119,7 +119,7 @@ def run_federation(
         OutputExistsError: ``run_dir`` already holds a run and ``federation.resume`` is off.
         ResumeError: resume was asked but there is no checkpoint, or its settings differ.
     """
-    model = build_model(config)
+    model = initial_model(config)
     state = _start(config, run_dir, model_arrays(model))
     strategy = build_strategy(config.federation, _sites_per_round(grid, config))
     _restore_strategy(strategy, state.strategy_state)
@@ -326,7 +326,10 @@ def run_identity(run_config: dict[str, Any]) -> str:
 
 
 def _save_state(run_dir: Path, state: FederationState) -> None:
-    save_payload(run_dir / SERVER_CHECKPOINT_FILE, {"format": CHECKPOINT_FORMAT, **asdict(state)})
+    payload = {"format": CHECKPOINT_FORMAT, **asdict(state)}
+    # tensors, not numpy arrays: checkpoints are read with torch.load(weights_only=True)
+    payload["arrays"] = {name: torch.from_numpy(array) for name, array in state.arrays.items()}
+    save_payload(run_dir / SERVER_CHECKPOINT_FILE, payload)
     lines = "".join(json.dumps(asdict(report)) + "\n" for report in state.reports)
     atomic_write_text(run_dir / ROUNDS_FILE, lines)
 
@@ -337,6 +340,7 @@ def _load_state(path: Path) -> FederationState:
     except CheckpointError as err:
         raise ResumeError(str(err)) from None
     payload.pop("format")
+    payload["arrays"] = {name: tensor.numpy() for name, tensor in payload["arrays"].items()}
     payload["reports"] = [RoundReport(**report) for report in payload["reports"]]
     return FederationState(**payload)
 

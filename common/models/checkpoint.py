@@ -54,7 +54,7 @@ def load_payload(path: Path, expected_format: str, what: str) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path}: no {what} here; train first or check the path")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt file
         raise CheckpointError(f"{path}: the {what} is corrupt ({err}); train again") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
@@ -62,10 +62,17 @@ def load_payload(path: Path, expected_format: str, what: str) -> dict[str, Any]:
     return payload
 
 
-def save_model(path: Path, model: GenerativeModel, config: FedsynthConfig) -> str:
-    """Write the model file; returns the model hash."""
+def save_model(
+    path: Path,
+    model: GenerativeModel,
+    config: FedsynthConfig,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write the model file (with ``extra`` entries, e.g. a prior's provenance); returns the
+    model hash."""
     digest = model_hash(model)
     payload = {
+        **(extra or {}),
         "format": MODEL_FORMAT,
         "family": model.family,
         "run_config": to_run_config(config),

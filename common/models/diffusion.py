@@ -1,59 +1,127 @@
-"""The diffusion family: one joint DDPM denoiser over image and label-map channels.
+"""The diffusion family: a tissue-map diffusion model and an image decoder, trained as one.
 
-Design. A single MONAI ``DiffusionModelUNet`` (no attention levels; its middle block always
-holds one attention layer, kept narrow: a single head at the smallest resolution) denoises a
-*joint* tensor of ``1 + K`` channels: the image and the K = ``num_classes`` one-hot label channels
-scaled to [-1, 1]. It is trained as a DDPM (MONAI ``DDPMScheduler`` with
-``model.diffusion-steps`` and ``model.beta-schedule``) with an MSE loss on the *velocity*
-``sqrt(a_t) * noise - sqrt(1 - a_t) * x_0`` rather than the noise itself (see
-``diffusion_process.PREDICTION_TYPE``: the same model, re-parametrised; it learns much faster).
+Design (brainSPADE's split of label-map generation and label-conditioned image synthesis, in
+one network that DP-SGD trains as a whole):
 
-* Stand-alone sampling (:meth:`DiffusionModel.sample`) runs the reverse process on all channels
-  from pure noise (DDIM with ``model.sampling-steps`` by default, DDPM with ``model.sampler =
-  "ddpm"``): the image is channel 0 clipped to [-1, 1], the label map the argmax over the label
-  channels. It uses no real data at all, only the network and the generator's noise.
-* Conditional sampling (:meth:`DiffusionModel.sample_images`) runs the same reverse process but
-  replaces the label channels at every step by the given label maps noised to that step's level
-  (the replacement method, as in RePaint). Because the network models image and labels jointly,
-  this one network serves both uses; no separate label-conditioned network is needed.
+* ``denoiser``: a MONAI ``DiffusionModelUNet`` (no attention levels; its middle block always
+  holds one narrow attention layer) denoises the C one-hot channels of a *tissue map*
+  (``common.models.tissue``: the label map, with unlabelled voxels split into intensity classes
+  by ``model.tissue-thresholds``). It is trained as a DDPM (``model.diffusion-steps``,
+  ``model.beta-schedule``) with an MSE loss on the velocity (``diffusion_process``), optionally
+  Min-SNR weighted (``model.min-snr-gamma``), weighted ``1 + model.tumour-weight`` inside the
+  tumour (a few hundred voxels of a 32^3 map). Discrete maps with ±1 contrasts are learned in a
+  few thousand steps; the grey values of a CT, whose soft-tissue contrasts are a few hundredths
+  of its window, are not (a joint image + label denoiser still drew speckle after 1,000 steps).
+* ``decoder``: a :class:`~common.models.gan_networks.PaintingUNet` from the one-hot tissue map
+  to the image's median in (-1, 1) (an L1 loss on the real pairs, weighted by
+  ``model.decoder-weight``), and the scanner noise's level: one learned number, the median of
+  the absolute residuals (an L1 loss), which homogeneous tissue dominates. An image is the
+  median plus white Gaussian noise of that level. (A per-voxel deviation would also count the
+  structure the tissue map leaves open, such as the cortical shell inside bone, and painted as
+  white noise that becomes speckle.)
 
-Privacy. The whole denoiser sees real data, so ``private_networks = ("denoiser",)`` and DP-SGD
-covers all of it. Its forward pass is per-sample (GroupNorm only, timestep embedding per sample,
-attention within a sample) and runs once per training step, as Opacus' per-sample gradients need.
+Sampling. Stand-alone (:meth:`DiffusionModel.sample`): DDIM (``model.sampling-steps``) or
+DDPM from pure noise, the argmax tissue map, its labels as the label map and the decoder's
+image: no real data at all. For given label maps (:meth:`DiffusionModel.sample_images`): the
+label channels (and the intensity channels of labelled voxels) are replaced at every step by
+the known values noised to that level (RePaint), so only the unlabelled anatomy is drawn.
+
+Privacy. Both networks see real data; they are one module (``nets["generator"]``), so DP-SGD
+clips each case's gradient over both together and charges privacy once. The forward pass is
+per-sample (GroupNorm only, timestep embedding per sample, attention within a sample).
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
+from torch import nn
 from torch.nn.functional import mse_loss
 
 from common.config import ModelConfig, TrainingConfig
 from common.errors import ConfigError
 from common.models.diffusion_process import (
-    from_joint,
-    label_channels,
+    loss_weights,
+    one_hot_channels,
     reverse_process,
     sampling_scheduler,
-    to_joint,
     training_scheduler,
     training_target,
 )
-from common.models.interface import Batch, GenerativeModel, SyntheticPairs
-from common.models.registry import register_family
+from common.models.gan_losses import tumour_values_for
+from common.models.gan_networks import PaintingUNet
+from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
 from common.models.runtime import autocast, check_label_maps, evaluating, on_device
+from common.models.tissue import TissueClasses
+
+MEDIAN_ABSOLUTE_Z = 0.6744897501960817
+"""The median of |z| for a standard Gaussian z: noise of median absolute deviation m has
+standard deviation m / MEDIAN_ABSOLUTE_Z."""
+INITIAL_NOISE_LEVEL = 0.01
+"""The noise level the decoder starts from (15 HU in CT's default window)."""
 
 
-@register_family("diffusion")
+class NoiseLevel(nn.Module):
+    """One learned positive number per image: a Linear layer on a constant input, so that
+    Opacus computes its per-sample gradients as for any other layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.level = nn.Linear(1, 1)
+        nn.init.zeros_(self.level.weight)
+        nn.init.constant_(self.level.bias, math.log(INITIAL_NOISE_LEVEL))
+
+    def forward(self, like: torch.Tensor) -> torch.Tensor:
+        """The level, shaped ``(B, 1, 1, ...)`` to broadcast over images like ``like``."""
+        level = torch.exp(self.level(like.new_ones((like.shape[0], 1))))
+        return level.view(like.shape[0], 1, *([1] * (like.dim() - 2)))
+
+
+class TissueGenerator(nn.Module):
+    """The family's one private network: the tissue-map denoiser and the image decoder."""
+
+    def __init__(self, config: ModelConfig, tissues: TissueClasses) -> None:
+        super().__init__()
+        self.denoiser = DiffusionModelUNet(
+            spatial_dims=config.spatial_dims,
+            in_channels=tissues.count,
+            out_channels=tissues.count,
+            channels=config.channels,
+            attention_levels=(False,) * len(config.channels),
+            num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_groups,
+            num_head_channels=config.channels[-1],
+        )
+        self.decoder = PaintingUNet(config, tissues.count, 1)
+        self.noise = NoiseLevel()
+
+    def forward(
+        self, noisy: torch.Tensor, levels: torch.Tensor, tissue_one_hot: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(velocity prediction for the noisy maps, image median, noise level) in one pass,
+        as Opacus' per-sample gradients need."""
+        velocity: torch.Tensor = self.denoiser(noisy, timesteps=levels)
+        median, noise = self.paint(tissue_one_hot)
+        return velocity, median, noise
+
+    def paint(self, tissue_one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's median in (-1, 1), (B, 1, *s), and the noise level, (B, 1, 1, ...)."""
+        median = torch.tanh(self.decoder(tissue_one_hot))
+        return median, self.noise(median)
+
+
 class DiffusionModel(GenerativeModel):
-    """Joint image + label-map DDPM; see the module docstring for the design."""
+    """Tissue-map DDPM + image decoder; see the module docstring for the design."""
 
-    private_networks: ClassVar[tuple[str, ...]] = ("denoiser",)
-    loss_names: ClassVar[tuple[str, ...]] = ("loss",)
+    family: ClassVar[str] = "diffusion"
+    private_networks: ClassVar[tuple[str, ...]] = ("generator",)
+    averaged_networks: ClassVar[tuple[str, ...]] = ("generator",)
+    loss_names: ClassVar[tuple[str, ...]] = ("loss", "denoising", "decoding")
     grad_sample_mode: ClassVar[str] = "functorch"
-    """Per-sample gradients of the UNet's 3D convolutions by ``torch.func.vmap``: 1.9x a plain
+    """Per-sample gradients of the UNets' 3D convolutions by ``torch.func.vmap``: 1.9x a plain
     step at 32^3 and 1.5x at 64^3, against 3.7-5x with Opacus' unfold hooks (bench/results.json);
     Opacus' "ew" mode fails in the 3D convolution backward."""
 
@@ -67,28 +135,23 @@ class DiffusionModel(GenerativeModel):
     ) -> None:
         super().__init__(config, training, spatial_shape=spatial_shape, num_classes=num_classes)
         _check_sizes(config, self.spatial_shape)
-        denoiser = DiffusionModelUNet(
-            spatial_dims=config.spatial_dims,
-            in_channels=1 + num_classes,
-            out_channels=1 + num_classes,
-            channels=config.channels,
-            attention_levels=(False,) * len(config.channels),
-            num_res_blocks=config.num_res_blocks,
-            norm_num_groups=config.norm_groups,
-            num_head_channels=config.channels[-1],
-        )
-        self.nets = {"denoiser": denoiser}
+        self.tissues = TissueClasses(num_classes, config.thresholds())
+        self.tumour_values = tumour_values_for(num_classes)
+        generator = TissueGenerator(config, self.tissues)
+        self.nets = {"generator": generator}
         self.optimizers = {
-            "denoiser": torch.optim.Adam(
-                denoiser.parameters(),
+            "generator": torch.optim.Adam(
+                generator.parameters(),
                 lr=training.learning_rate,
                 betas=(training.adam_beta1, training.adam_beta2),
             )
         }
         self.scheduler = training_scheduler(config)
+        self.keep_averages()
 
     def train_step(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
-        """One DDPM step: noise the joint tensor at random timesteps, predict the velocity.
+        """One step: the denoiser on the real tissue maps noised at random timesteps, the
+        decoder on the real tissue maps and images (one forward, one backward).
 
         Raises:
             ValueError: the batch is empty (with DP-SGD, take the privacy session's
@@ -99,26 +162,44 @@ class DiffusionModel(GenerativeModel):
                 "train_step got an empty batch; an empty Poisson batch of DP-SGD must take "
                 "the privacy session's step_without_data() instead"
             )
-        denoiser, optimizer = self.nets["denoiser"], self.optimizers["denoiser"]
+        net, optimizer = self.nets["generator"], self.optimizers["generator"]
         device = self.device
         source = on_device(generator, device)
-        clean = to_joint(
-            batch.image.to(device, torch.float32), batch.label.to(device), self.num_classes
-        )
+        image = batch.image.to(device, torch.float32)
+        tissue = self.tissues.tissue_map(image, batch.label.to(device))
+        clean = one_hot_channels(tissue, self.tissues.count)
         levels = torch.randint(
             0, self.config.diffusion_steps, (clean.shape[0],), generator=source, device=device
         )
         noise = torch.randn(clean.shape, generator=source, device=device)
         noisy = self.scheduler.add_noise(clean, noise, levels)
-        denoiser.train()
+        net.train()
         optimizer.zero_grad(set_to_none=True)
-        with autocast(self.training, self.device):
-            predicted = denoiser(noisy, timesteps=levels)
-        loss = mse_loss(predicted.float(), training_target(self.scheduler, clean, noise, levels))
+        with autocast(self.training, device):
+            velocity, median, level = net(noisy, levels, _painting_input(tissue, self.tissues))
+        target = training_target(self.scheduler, clean, noise, levels)
+        voxels = self._voxel_weights(batch.label.to(device))
+        weights = loss_weights(self.scheduler, levels, self.config.min_snr_gamma)
+        errors = mse_loss(velocity.float(), target, reduction="none").mean(dim=1, keepdim=True)
+        denoising = _per_sample(voxels * errors) * weights
+        residual = (image - median.float()).abs()
+        noise_error = (level.float() - residual.detach()).abs()  # its minimum: the median
+        decoding = _per_sample(voxels * residual) + _per_sample(noise_error)
+        loss = (denoising + self.config.decoder_weight * decoding).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return {"loss": float(loss.detach())}
+        return {
+            "loss": float(loss.detach()),
+            "denoising": float(denoising.detach().mean()),
+            "decoding": float(decoding.detach().mean()),
+        }
+
+    def _voxel_weights(self, label: torch.Tensor) -> torch.Tensor:
+        """Per-voxel loss weights ``(B, 1, *s)``: 1, and ``1 + model.tumour-weight`` inside
+        the tumour, so that a structure of a few hundred voxels is not drowned by the rest."""
+        tumour = torch.isin(label, torch.tensor(self.tumour_values, device=label.device))
+        return 1.0 + self.config.tumour_weight * tumour[:, None].float()
 
     def sample(
         self,
@@ -132,13 +213,13 @@ class DiffusionModel(GenerativeModel):
         ``sampler`` ("ddim" or "ddpm") and DDIM ``steps`` default to the config's (``None``)."""
         if n < 0:
             raise ValueError(f"n = {n}: the number of samples cannot be negative")
+        source = on_device(generator, self.device)
         images, labels = [], []
         for start in range(0, n, self.training.batch_size):
             count = min(self.training.batch_size, n - start)
-            joint = self._reverse(count, generator, sampler, steps, known_labels=None)
-            image, label = from_joint(joint)
-            images.append(image)
-            labels.append(label)
+            tissue = self._tissue_maps(count, source, sampler, steps, label=None)
+            images.append(self._paint(tissue, source))
+            labels.append(self.tissues.labels_of(tissue))
         if not images:
             empty = torch.zeros((0, *self.spatial_shape), device=self.device)
             return SyntheticPairs(image=empty[:, None], label=empty.long())
@@ -152,51 +233,83 @@ class DiffusionModel(GenerativeModel):
         sampler: str | None = None,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Images ``(B, 1, *spatial)`` for the given label maps ``(B, *spatial)``, by
-        replacing the label channels at every step (see the module docstring)."""
+        """Images ``(B, 1, *spatial)`` for the given label maps ``(B, *spatial)``: the tissue
+        map around the labels is drawn (see the module docstring), then painted."""
         check_label_maps(labels, self.spatial_shape, self.num_classes)
+        source = on_device(generator, self.device)
         images = []
         for start in range(0, labels.shape[0], self.training.batch_size):
             chunk = labels[start : start + self.training.batch_size].to(self.device)
-            known = label_channels(chunk, self.num_classes, torch.float32)
-            joint = self._reverse(chunk.shape[0], generator, sampler, steps, known_labels=known)
-            images.append(from_joint(joint)[0])
+            tissue = self._tissue_maps(chunk.shape[0], source, sampler, steps, label=chunk)
+            images.append(self._paint(tissue, source))
         if not images:
             return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
         return torch.cat(images)
 
     # -- internals ---------------------------------------------------------------------------
-    def _reverse(
+    def _tissue_maps(
         self,
         count: int,
-        generator: torch.Generator,
+        source: torch.Generator,
         sampler: str | None,
         steps: int | None,
-        known_labels: torch.Tensor | None,
+        label: torch.Tensor | None,
     ) -> torch.Tensor:
+        """Tissue maps ``(count, *spatial)`` drawn by the reverse process (around ``label``)."""
         scheduler = sampling_scheduler(self.config, sampler or self.config.sampler, steps)
-        denoiser = self.nets["denoiser"]
-        shape = (count, 1 + self.num_classes, *self.spatial_shape)
+        net = self.sampling_network("generator")
+        shape = (count, self.tissues.count, *self.spatial_shape)
+        known = None if label is None else self.tissues.known_channels(label)
 
         def predict(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
             with autocast(self.training, self.device):
-                predicted: torch.Tensor = denoiser(noisy, timesteps=levels)
+                predicted: torch.Tensor = _denoiser(net)(noisy, timesteps=levels)
             return predicted
 
         with evaluating(self.nets), torch.no_grad():
-            return reverse_process(
+            channels = reverse_process(
                 predict,
                 scheduler,
                 shape,
-                on_device(generator, self.device),
+                source,
                 forward_scheduler=self.scheduler,
-                known_labels=known_labels,
+                known=known,
                 device=self.device,
             )
+        return channels.argmax(dim=1)
+
+    def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:
+        """Images ``(B, 1, *s)`` in [-1, 1] for tissue maps: the decoder's median plus white
+        Gaussian noise of the learned level."""
+        net = self.sampling_network("generator")
+        with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
+            median, level = _generator_of(net).paint(_painting_input(tissue, self.tissues))
+        noise = torch.randn(median.shape, generator=source, device=self.device)
+        return (median.float() + level.float() / MEDIAN_ABSOLUTE_Z * noise).clamp(-1.0, 1.0)
+
+
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten(start_dim=1).mean(dim=1)
+
+
+def _painting_input(tissue: torch.Tensor, tissues: TissueClasses) -> torch.Tensor:
+    """The decoder's input: the tissue map's one-hot channels (0/1)."""
+    return (one_hot_channels(tissue, tissues.count) + 1.0) / 2.0
+
+
+def _denoiser(net: nn.Module) -> nn.Module:
+    return _generator_of(net).denoiser
+
+
+def _generator_of(net: nn.Module) -> TissueGenerator:
+    inner = unwrap(net)
+    if not isinstance(inner, TissueGenerator):  # pragma: no cover - programming error
+        raise TypeError(f"expected a TissueGenerator, got {type(inner).__name__}")
+    return inner
 
 
 def _check_sizes(config: ModelConfig, spatial_shape: tuple[int, ...]) -> None:
-    """The UNet's constraints, as configuration errors that say what to change."""
+    """The UNets' constraints, as configuration errors that say what to change."""
     if any(width % config.norm_groups for width in config.channels):
         raise ConfigError(
             f"model.channels = {','.join(map(str, config.channels))}: every width must be a "

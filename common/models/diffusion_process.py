@@ -1,10 +1,11 @@
-"""The forward (noising) and reverse (sampling) processes of the joint image + label denoiser.
+"""The forward (noising) and reverse (sampling) processes of the tissue-map denoiser.
 
-A *joint* tensor is ``(B, 1 + K, *spatial)``: channel 0 is the image in [-1, 1], channels 1..K are
-the one-hot label map scaled to [-1, 1] (K = number of classes, background included).
-:func:`reverse_process` runs MONAI's DDIM or DDPM scheduler from pure noise; given known labels it
-replaces the label channels at every step by those labels noised to the step's level (the
-replacement method of RePaint, without resampling), so the image is drawn conditioned on them.
+A tissue map of C classes (``common.models.tissue``) is diffused as C one-hot channels scaled
+to [-1, 1] (continuous diffusion of discrete data, as "analog bits" do): the class of a voxel
+is the argmax of its channels at the end. :func:`reverse_process` runs MONAI's DDIM or DDPM
+scheduler from pure noise; given known channels (a label map fixes some) it replaces them at
+every step by their values noised to the step's level (the replacement method of RePaint,
+without resampling), so the rest is drawn conditioned on them.
 """
 
 from __future__ import annotations
@@ -31,20 +32,9 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ReverseScheduler = DDIMScheduler | DDPMScheduler
 
 
-def to_joint(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Image ``(B, 1, *s)`` and label map ``(B, *s)`` as one joint tensor ``(B, 1 + K, *s)``."""
-    return torch.cat([image, label_channels(label, num_classes, image.dtype)], dim=1)
-
-
-def label_channels(label: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """A label map ``(B, *s)`` as one-hot channels ``(B, K, *s)`` scaled to [-1, 1]."""
-    channels = one_hot(label.long(), num_classes).movedim(-1, 1).to(dtype)
-    return channels * 2.0 - 1.0
-
-
-def from_joint(joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image clipped to [-1, 1], label map = argmax over the label channels) of a joint tensor."""
-    return joint[:, :1].clamp(-1.0, 1.0), joint[:, 1:].argmax(dim=1)
+def one_hot_channels(classes: torch.Tensor, count: int) -> torch.Tensor:
+    """A class map ``(B, *s)`` as one-hot channels ``(B, count, *s)`` scaled to [-1, 1]."""
+    return one_hot(classes.long(), count).movedim(-1, 1).float() * 2.0 - 1.0
 
 
 def training_scheduler(config: ModelConfig) -> DDPMScheduler:
@@ -66,6 +56,19 @@ def training_target(
         return clean
     velocity: torch.Tensor = scheduler.get_velocity(clean, noise, levels)
     return velocity
+
+
+def loss_weights(scheduler: Scheduler, levels: torch.Tensor, min_snr_gamma: float) -> torch.Tensor:
+    """Per-sample weights ``(B,)`` of the denoising loss at ``levels``: 1 each, or with
+    ``min_snr_gamma`` > 0 the Min-SNR-gamma weights (Hang et al. 2023) for the velocity target,
+    ``min(SNR, gamma) / (SNR + 1)``, with ``SNR = a_t / (1 - a_t)``. They stop the many nearly
+    clean timesteps, whose targets are easy and whose gradients conflict with the noisy ones,
+    from dominating training."""
+    if min_snr_gamma <= 0:
+        return torch.ones(levels.shape, device=levels.device)
+    alphas = scheduler.alphas_cumprod.to(levels.device)[levels]
+    snr = alphas / (1.0 - alphas)
+    return torch.clamp(snr, max=min_snr_gamma) / (snr + 1.0)
 
 
 def sampling_scheduler(config: ModelConfig, sampler: str, steps: int | None) -> ReverseScheduler:
@@ -110,26 +113,26 @@ def reverse_process(
     generator: torch.Generator,
     *,
     forward_scheduler: Scheduler,
-    known_labels: torch.Tensor | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Run the reverse process from pure noise to a joint tensor of ``shape``.
+    """Run the reverse process from pure noise to a tensor of ``shape``.
 
-    With ``known_labels`` (one-hot channels scaled to [-1, 1], ``(B, K, *s)``), the label
-    channels of ``x_t`` are replaced before each step by the known labels noised to level ``t``
-    with ``forward_scheduler``, and by the clean known labels at the end.
-    All noise comes from ``generator``, which must be on ``device``.
+    With ``known`` = (values, mask), both shaped like the sample, the masked entries of ``x_t``
+    are replaced before each step by ``values`` noised to level ``t`` with
+    ``forward_scheduler``, and by the clean values at the end (RePaint's replacement, without
+    resampling). All noise comes from ``generator``, which must be on ``device``.
     """
     device = generator.device if device is None else device
     sample = torch.randn(shape, generator=generator, device=device)
     for timestep in scheduler.timesteps.tolist():
         level = torch.full((shape[0],), timestep, dtype=torch.long, device=device)
-        if known_labels is not None:
-            noise = torch.randn(known_labels.shape, generator=generator, device=device)
-            noised = forward_scheduler.add_noise(known_labels, noise, level)
-            sample = torch.cat([sample[:, :1], noised], dim=1)
+        if known is not None:
+            values, mask = known
+            noise = torch.randn(values.shape, generator=generator, device=device)
+            sample = torch.where(mask, forward_scheduler.add_noise(values, noise, level), sample)
         predicted = denoiser(sample, level).float()
         sample, _ = scheduler.step(predicted, timestep, sample, generator=generator)
-    if known_labels is not None:
-        sample = torch.cat([sample[:, :1], known_labels], dim=1)
+    if known is not None:
+        sample = torch.where(known[1], known[0], sample)
     return sample

@@ -2,9 +2,11 @@
 
 Design, driven by DP-SGD:
 
-* ``label_generator``: noise (``model.latent-channels`` at a coarse grid) → upsampling
-  convolutions → K = ``num_classes`` logits per voxel → straight-through Gumbel-softmax (a hard
-  one-hot label map forward, soft gradients backward, temperature ``model.label-temperature``).
+* ``label_generator``: noise (``model.latent-channels`` at a coarse grid) → a fully connected
+  layer → upsampling convolutions → K = ``num_classes`` logits per voxel → a hard one-hot label
+  map forward with the tempered softmax's gradient backward (straight-through; by argmax, or
+  with ``model.label-sampling = "gumbel"`` by per-voxel Gumbel noise; temperature
+  ``model.label-temperature``).
 * ``image_generator``: a MONAI UNet from the one-hot label map plus one noise channel to a tanh
   image; it also makes images for given label maps (:meth:`GanModel.sample_images`).
 * ``discriminator``: MONAI's PatchDiscriminator on (image, one-hot label) pairs, GroupNorm only.
@@ -48,9 +50,9 @@ from common.models.gan_networks import (
     gumbel_one_hot,
     latent_shape,
     one_hot,
+    straight_through_one_hot,
 )
 from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
-from common.models.registry import register_family
 from common.models.runtime import (
     autocast,
     check_label_maps,
@@ -60,12 +62,13 @@ from common.models.runtime import (
 )
 
 
-@register_family("gan")
 class GanModel(GenerativeModel):
     """Label-map generator + label-conditioned image generator + pair discriminator; see the
     module docstring for the design and why it suits DP-SGD."""
 
+    family: ClassVar[str] = "gan"
     private_networks: ClassVar[tuple[str, ...]] = ("discriminator",)
+    averaged_networks: ClassVar[tuple[str, ...]] = ("label_generator", "image_generator")
     loss_names: ClassVar[tuple[str, ...]] = (
         "d_loss",
         "d_real",
@@ -92,7 +95,7 @@ class GanModel(GenerativeModel):
         check_sizes(config, self.spatial_shape)
         self.tumour_values = tumour_values or tumour_values_for(num_classes)
         self.nets = {
-            "label_generator": LabelGenerator(config, num_classes),
+            "label_generator": LabelGenerator(config, num_classes, self.spatial_shape),
             "image_generator": ImageGenerator(config, num_classes),
             "discriminator": build_discriminator(config, num_classes),
         }
@@ -109,6 +112,7 @@ class GanModel(GenerativeModel):
             )
             for name, rate in rates.items()
         }
+        self.keep_averages()
 
     # -- training ----------------------------------------------------------------------------
     def train_step(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
@@ -224,25 +228,37 @@ class GanModel(GenerativeModel):
             )
 
     # -- generation --------------------------------------------------------------------------
-    def _fake_pairs(self, count: int, source: torch.Generator) -> torch.Tensor:
-        """``count`` generated (image, one-hot label) pairs ``(count, 1 + K, *spatial)``."""
+    def _fake_pairs(
+        self, count: int, source: torch.Generator, *, averaged: bool = False
+    ) -> torch.Tensor:
+        """``count`` generated (image, one-hot label) pairs ``(count, 1 + K, *spatial)``, by
+        the trained generators or (``averaged``) by their weight averages."""
         latent = torch.randn(
             (count, *latent_shape(self.config, self.spatial_shape)),
             generator=source,
             device=self.device,
         )
-        logits = self.nets["label_generator"](latent).float()
-        labels = gumbel_one_hot(logits, self.config.label_temperature, source)
-        return torch.cat([self._images_for(labels, source), labels], dim=1)
+        label_generator = self._generator("label_generator", averaged)
+        logits = label_generator(latent).float()
+        if self.config.label_sampling == "gumbel":
+            labels = gumbel_one_hot(logits, self.config.label_temperature, source)
+        else:
+            labels = straight_through_one_hot(logits, self.config.label_temperature)
+        return torch.cat([self._images_for(labels, source, averaged=averaged), labels], dim=1)
 
-    def _images_for(self, labels_one_hot: torch.Tensor, source: torch.Generator) -> torch.Tensor:
+    def _images_for(
+        self, labels_one_hot: torch.Tensor, source: torch.Generator, *, averaged: bool = False
+    ) -> torch.Tensor:
         noise = torch.randn(
             (labels_one_hot.shape[0], 1, *self.spatial_shape),
             generator=source,
             device=self.device,
         )
-        image: torch.Tensor = self.nets["image_generator"](labels_one_hot, noise)
+        image: torch.Tensor = self._generator("image_generator", averaged)(labels_one_hot, noise)
         return image.float()
+
+    def _generator(self, name: str, averaged: bool) -> torch.nn.Module:
+        return self.sampling_network(name) if averaged else self.nets[name]
 
     def sample(self, n: int, generator: torch.Generator) -> SyntheticPairs:
         """``n`` stand-alone pairs from noise alone (label map = argmax of the one-hot)."""
@@ -250,9 +266,10 @@ class GanModel(GenerativeModel):
             raise ValueError(f"n = {n}: the number of samples cannot be negative")
         source = on_device(generator, self.device)
         images, labels = [], []
-        with evaluating(self.nets), torch.no_grad():
+        with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
             for start in range(0, n, self.training.batch_size):
-                pairs = self._fake_pairs(min(self.training.batch_size, n - start), source)
+                count = min(self.training.batch_size, n - start)
+                pairs = self._fake_pairs(count, source, averaged=True)
                 images.append(pairs[:, :1])
                 labels.append(pairs[:, 1:].argmax(dim=1))
         if not images:
@@ -266,10 +283,11 @@ class GanModel(GenerativeModel):
         check_label_maps(labels, self.spatial_shape, self.num_classes)
         source = on_device(generator, self.device)
         images = []
-        with evaluating(self.nets), torch.no_grad():
+        with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
             for start in range(0, labels.shape[0], self.training.batch_size):
                 chunk = labels[start : start + self.training.batch_size].to(self.device)
-                images.append(self._images_for(one_hot(chunk, self.num_classes), source))
+                labels_one_hot = one_hot(chunk, self.num_classes)
+                images.append(self._images_for(labels_one_hot, source, averaged=True))
         if not images:
             return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
         return torch.cat(images)

@@ -8,6 +8,7 @@ clipping would no longer bound one case's influence. Sizes follow ``model.channe
 from __future__ import annotations
 
 import itertools
+import math
 from functools import partial
 
 import torch
@@ -74,15 +75,30 @@ def discriminator_widths(config: ModelConfig) -> list[int]:
 
 
 class LabelGenerator(nn.Module):
-    """Noise at a coarse grid → upsampling convolutions → ``num_classes`` logits per voxel."""
+    """Noise at a coarse grid → a fully connected layer over the whole grid → upsampling
+    convolutions → ``num_classes`` logits per voxel.
 
-    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+    The fully connected layer lets every coarse voxel depend on all the noise, so one draw
+    sets the whole anatomy at once (as DCGAN's first layer does); convolutions alone would
+    leave distant parts of a label map independent of each other.
+    """
+
+    def __init__(
+        self, config: ModelConfig, num_classes: int, spatial_shape: tuple[int, ...]
+    ) -> None:
         super().__init__()
         dims, norm = config.spatial_dims, group_norm(config)
         act = _leaky()
         widths = list(reversed(config.channels))
-        layers: list[nn.Module] = []
-        in_width = config.latent_channels
+        self.coarse = latent_shape(config, spatial_shape)[1:]
+        cells = math.prod(self.coarse)
+        self.first_width = widths[0]
+        self.project = nn.Linear(config.latent_channels * cells, widths[0] * cells)
+        layers: list[nn.Module] = [
+            nn.GroupNorm(config.norm_groups, widths[0]),
+            nn.LeakyReLU(LEAKY_SLOPE),
+        ]
+        in_width = widths[0]
         for width in widths:
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
             layers.append(Convolution(dims, in_width, width, kernel_size=3, act=act, norm=norm))
@@ -92,24 +108,26 @@ class LabelGenerator(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, *spatial)`` for noise ``(B, latent_channels, *coarse)``."""
-        logits: torch.Tensor = self.decoder(latent)
+        features = self.project(latent.flatten(1)).view(-1, self.first_width, *self.coarse)
+        logits: torch.Tensor = self.decoder(features)
         return logits
 
 
-class ImageGenerator(nn.Module):
-    """A small UNet from (one-hot label map, one noise channel) to a tanh image.
+class PaintingUNet(nn.Module):
+    """A small UNet that paints an image from per-voxel class channels.
 
     One level per width of ``model.channels``: two 3x3 convolutions per level, stride-2
     convolutions down, nearest-neighbour upsampling then a convolution up (no transposed
-    convolutions, hence no checkerboard artefacts), skip connections by concatenation.
+    convolutions, hence no checkerboard artefacts), skip connections by concatenation, and a
+    1x1 convolution to ``out_channels`` raw outputs.
     """
 
-    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+    def __init__(self, config: ModelConfig, in_channels: int, out_channels: int) -> None:
         super().__init__()
         dims, widths = config.spatial_dims, config.channels
         block = partial(Convolution, dims, kernel_size=3, act=_leaky(), norm=group_norm(config))
         self.down = nn.ModuleList()
-        in_width = num_classes + 1
+        in_width = in_channels
         for level, width in enumerate(widths):
             self.down.append(
                 nn.Sequential(
@@ -122,11 +140,10 @@ class ImageGenerator(nn.Module):
             for shallow, deep in itertools.pairwise(widths)
         )
         self.merge = nn.ModuleList(block(2 * width, width) for width in widths[:-1])
-        self.head = Convolution(dims, widths[0], 1, kernel_size=1, conv_only=True)
+        self.head = Convolution(dims, widths[0], out_channels, kernel_size=1, conv_only=True)
 
-    def forward(self, one_hot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Image ``(B, 1, *spatial)`` in (-1, 1) for label channels and a noise channel."""
-        features = torch.cat([one_hot, noise], dim=1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw outputs ``(B, out_channels, *spatial)`` for ``(B, in_channels, *spatial)``."""
         skips = []
         for down in self.down:
             features = down(features)
@@ -134,7 +151,21 @@ class ImageGenerator(nn.Module):
         for level in reversed(range(len(self.up))):
             features = self.up[level](features)
             features = self.merge[level](torch.cat([features, skips[level]], dim=1))
-        return torch.tanh(self.head(features))
+        out: torch.Tensor = self.head(features)
+        return out
+
+
+class ImageGenerator(nn.Module):
+    """The GAN's image generator: a :class:`PaintingUNet` from (one-hot label map, one noise
+    channel) to a tanh image."""
+
+    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        self.unet = PaintingUNet(config, num_classes + 1, 1)
+
+    def forward(self, one_hot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Image ``(B, 1, *spatial)`` in (-1, 1) for label channels and a noise channel."""
+        return torch.tanh(self.unet(torch.cat([one_hot, noise], dim=1)))
 
 
 def build_discriminator(config: ModelConfig, num_classes: int) -> PatchDiscriminator:
@@ -165,6 +196,12 @@ def gumbel_one_hot(
         logits.shape, generator=generator, device=logits.device, dtype=logits.dtype
     )
     gumbel = -torch.log(-torch.log(uniform.clamp(GUMBEL_EPS, 1.0 - GUMBEL_EPS)))
-    soft = torch.softmax((logits + gumbel) / temperature, dim=1)
+    return straight_through_one_hot(logits + gumbel, temperature)
+
+
+def straight_through_one_hot(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The argmax of ``logits`` over dim 1 as a one-hot forward, the tempered softmax's
+    gradient backward (no noise: the label map is a function of the generator's input)."""
+    soft = torch.softmax(logits / temperature, dim=1)
     hard = one_hot(soft.argmax(dim=1), logits.shape[1]).to(soft.dtype)
     return hard - soft.detach() + soft

@@ -22,6 +22,10 @@ import torch
 from torch import nn
 
 from common.config import ModelConfig, TrainingConfig
+from common.models.averaging import WeightAverage
+
+AVERAGE_SUFFIX = "-ema"
+""":meth:`GenerativeModel.network_state` names a network's weight average ``<network>-ema``."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class GenerativeModel(ABC):
     grad_sample_mode: ClassVar[str] = "hooks"
     """Opacus per-sample gradient mode ``privacy.grad-sample-mode = auto`` picks: the fastest
     measured for the family's private network (``bench/generators.py``)."""
+    averaged_networks: ClassVar[tuple[str, ...]] = ()
+    """Networks whose weight average (``training.ema-decay`` > 0) the family samples with."""
 
     def __init__(
         self,
@@ -71,20 +77,45 @@ class GenerativeModel(ABC):
         self.num_classes = num_classes
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.averages: dict[str, WeightAverage] = {}
+
+    def keep_averages(self) -> None:
+        """Start the weight averages of :attr:`averaged_networks` (families call this once
+        their networks exist); none when ``training.ema-decay`` is 0."""
+        if self.training.ema_decay > 0:
+            self.averages = {
+                name: WeightAverage(unwrap(self.nets[name])) for name in self.averaged_networks
+            }
+
+    def update_averages(self) -> None:
+        """Move every weight average towards its network (after each optimisation step)."""
+        for name, average in self.averages.items():
+            average.update(unwrap(self.nets[name]), self.training.ema_decay)
+
+    def sampling_network(self, name: str) -> nn.Module:
+        """The network to generate with: its weight average when one is kept."""
+        average = self.averages.get(name)
+        return average.network if average is not None else self.nets[name]
 
     # -- what the federation and checkpoints move -------------------------------------------
     def network_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Every network's parameters and buffers, by network name (wrappers removed)."""
-        return {name: unwrap(net).state_dict() for name, net in self.nets.items()}
+        """Every network's parameters and buffers, by network name (wrappers removed), and
+        every weight average's as ``<network>-ema``."""
+        state = {name: unwrap(net).state_dict() for name, net in self.nets.items()}
+        for name, average in self.averages.items():
+            state[f"{name}{AVERAGE_SUFFIX}"] = average.state_dict()
+        return state
 
     def load_network_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         """Load :meth:`network_state` output (strict: names and shapes must match)."""
         for name, net in self.nets.items():
             unwrap(net).load_state_dict(state[name])
+        for name, average in self.averages.items():
+            average.load_state_dict(state[f"{name}{AVERAGE_SUFFIX}"])
 
     def to(self, device: torch.device) -> GenerativeModel:
-        """Move every network to ``device``."""
-        for net in self.nets.values():
+        """Move every network (and weight average) to ``device``."""
+        for net in [*self.nets.values(), *self.averages.values()]:
             net.to(device)
         return self
 

@@ -1,49 +1,28 @@
-"""Generator families by name: ``@register_family("gan")`` and :func:`build_model`."""
+"""Generator families by name, and :func:`build_model`."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import TypeVar
 
 from common.config import FedsynthConfig
 from common.data.schema import schema_for
 from common.errors import ConfigError
+from common.models.diffusion import DiffusionModel
+from common.models.gan import GanModel
 from common.models.interface import GenerativeModel
 
-_FAMILIES: dict[str, type[GenerativeModel]] = {}
-M = TypeVar("M", bound=type[GenerativeModel])
-
-
-def register_family(name: str) -> Callable[[M], M]:
-    """Class decorator that makes a family buildable by name."""
-
-    def decorator(cls: M) -> M:
-        if name in _FAMILIES:
-            raise ValueError(f"generator family {name!r} is registered twice")
-        cls.family = name
-        _FAMILIES[name] = cls
-        return cls
-
-    return decorator
+FAMILIES: dict[str, type[GenerativeModel]] = {"diffusion": DiffusionModel, "gan": GanModel}
+"""Every generator family, by its ``model.family`` name."""
 
 
 def families() -> list[str]:
-    """The registered family names."""
-    _import_builtin_families()
-    return sorted(_FAMILIES)
+    """The family names."""
+    return sorted(FAMILIES)
 
 
 def model_family(name: str) -> type[GenerativeModel]:
     """The class of the family called ``name`` (``ConfigError`` naming the known ones)."""
-    _import_builtin_families()
-    if name not in _FAMILIES:
+    if name not in FAMILIES:
         raise ConfigError(f"model.family = {name!r} is not one of {', '.join(families())}")
-    return _FAMILIES[name]
-
-
-def _import_builtin_families() -> None:
-    import common.models.diffusion
-    import common.models.gan  # noqa: F401  (registers "gan")
+    return FAMILIES[name]
 
 
 def spatial_shape(config: FedsynthConfig) -> tuple[int, ...]:

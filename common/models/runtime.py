@@ -12,7 +12,7 @@ from torch import nn
 from common.config import TrainingConfig
 
 AMP_DTYPE = torch.bfloat16
-"""Mixed precision on CUDA (``training.amp``): bfloat16 needs no loss scaling, which would
+"""Mixed precision (``training.amp``): bfloat16 needs no loss scaling, which would
 otherwise scale the per-sample gradients that DP-SGD clips."""
 
 SEED_BITS = 62
@@ -35,9 +35,9 @@ def evaluating(nets: Mapping[str, nn.Module]) -> Iterator[None]:
 def autocast(
     training: TrainingConfig, device: torch.device
 ) -> contextlib.AbstractContextManager[object]:
-    """bfloat16 autocast on CUDA when ``training.amp``; nothing otherwise."""
-    if training.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=AMP_DTYPE)
+    """bfloat16 autocast on ``device`` as ``training.amp`` says (auto: on CUDA only)."""
+    if training.amp == "bf16" or (training.amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=AMP_DTYPE)
     return contextlib.nullcontext()
 
 

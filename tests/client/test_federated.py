@@ -186,3 +186,23 @@ def test_the_proximal_pull_moves_each_weight_towards_the_global_one() -> None:
     lr = model.optimizers[name].param_groups[0]["lr"]
     expected = 1.0 - lr * 0.5 * 1.0  # w - lr * mu * (w - w_global)
     assert torch.allclose(parameters[key], torch.full_like(parameters[key], expected))
+
+
+def test_a_round_takes_its_place_in_the_whole_training_schedule(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 2 of 3, 2 steps per round: the learning-rate schedule runs over 6 steps and
+    this round starts at step 2, as a centralised run of 6 steps would."""
+    import client.federated as federated
+
+    seen: dict[str, object] = {}
+    real_train_local = federated.train_local
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen["schedule"] = kwargs["schedule"]
+        return real_train_local(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(federated, "train_local", spy)
+    config = smoke_config(**{"federation.num-rounds": 3, "privacy.enabled": False})
+    train_round(_content(config, server_round=2), _node(site, tmp_path), "attempt")
+    assert seen["schedule"] == (2, 6)

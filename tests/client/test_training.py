@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,51 @@ def test_only_the_expected_library_warnings_are_silenced_and_only_while_training
             warnings.warn("something else went wrong", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else went wrong"]
     assert loader_logger.level == before
+
+
+def test_training_follows_the_schedule_and_updates_the_average(tmp_path: Path) -> None:
+    """Warm-up over 2 steps then cosine to 0.1 over the rest: the last of 4 steps takes
+    0.1 + 0.9 * (1 + cos(pi / 2)) / 2 = 0.55 of the rate; the average was updated 4 times."""
+    from client.training import train_local
+    from common.data.dataset import CachedCases
+    from common.models.registry import build_model
+
+    config = tiny_config(
+        **{
+            **SETTINGS,
+            "privacy.enabled": False,
+            "training.lr-schedule": "cosine",
+            "training.warmup-steps": 2,
+            "training.ema-decay": 0.99,
+            "training.learning-rate": 1e-3,
+        }
+    )
+    cache = _site(tmp_path, config)
+    rates: list[float] = []
+    model = build_model(config)
+    outcome = train_local(
+        model,
+        CachedCases(cache),
+        config,
+        stage=("test",),
+        ledger=None,
+        run_id="r",
+        on_step=lambda *_: rates.append(model.optimizers["generator"].param_groups[0]["lr"]),
+    )
+    assert outcome.steps == 4
+    assert rates == pytest.approx([5e-4, 1e-3, 1e-3, 5.5e-4])
+    assert float(model.averages["generator"].updates) == 4
+    # a later round of a longer training continues the schedule where the last one ended
+    rates.clear()
+    train_local(
+        model,
+        CachedCases(cache),
+        config,
+        stage=("test", 2),
+        ledger=None,
+        run_id="r2",
+        on_step=lambda *_: rates.append(model.optimizers["generator"].param_groups[0]["lr"]),
+        schedule=(4, 8),
+    )
+    expected = [1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * k / 6))) for k in (2, 3, 4, 5)]
+    assert rates == pytest.approx(expected)

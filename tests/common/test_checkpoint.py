@@ -46,8 +46,8 @@ def test_altered_missing_and_foreign_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     save_model(path, model, CONFIG)
     payload = torch.load(path, weights_only=False)
-    first = next(iter(payload["networks"]["denoiser"]))
-    payload["networks"]["denoiser"][first] = payload["networks"]["denoiser"][first] + 1
+    first = next(iter(payload["networks"]["generator"]))
+    payload["networks"]["generator"][first] = payload["networks"]["generator"][first] + 1
     torch.save(payload, tmp_path / "altered.pt")
     with pytest.raises(CheckpointError, match="do not match their hash"):
         load_model(tmp_path / "altered.pt")
@@ -63,8 +63,8 @@ def test_altered_missing_and_foreign_files_are_refused(tmp_path: Path) -> None:
 
 def test_checkpoint_restores_weights_optimisers_and_state(tmp_path: Path) -> None:
     model = build_model(CONFIG)
-    net = model.nets["denoiser"]
-    optimizer = model.optimizers["denoiser"]
+    net = model.nets["generator"]
+    optimizer = model.optimizers["generator"]
     loss = sum(p.sum() for p in net.parameters())
     loss.backward()  # type: ignore[union-attr]
     optimizer.step()
@@ -73,6 +73,31 @@ def test_checkpoint_restores_weights_optimisers_and_state(tmp_path: Path) -> Non
     assert model_hash(fresh) != model_hash(model)
     assert load_checkpoint(tmp_path / "c.pt", fresh) == {"step": 7}
     assert model_hash(fresh) == model_hash(model)
-    assert fresh.optimizers["denoiser"].state_dict()["state"].keys() == (
+    assert fresh.optimizers["generator"].state_dict()["state"].keys() == (
         optimizer.state_dict()["state"].keys()
     )
+
+
+class _RunsCode:
+    """Unpickling this would call ``os.system``: a model file must never be read so."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("touch /nonexistent-fedsynth-marker",))
+
+
+def test_a_model_file_carrying_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"format": "fedsynth-model/1", "payload": _RunsCode()}, path)
+    calls: list[str] = []
+    import os
+
+    original = os.system
+    os.system = lambda command: calls.append(command) or 0  # type: ignore[assignment,misc]
+    try:
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load_model(path)
+    finally:
+        os.system = original
+    assert calls == []

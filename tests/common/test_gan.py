@@ -28,7 +28,12 @@ from common.models.gan_losses import (
     tumour_values_for,
     tumour_weighted_l1,
 )
-from common.models.gan_networks import gumbel_one_hot, one_hot
+from common.models.gan_networks import (
+    gumbel_one_hot,
+    latent_shape,
+    one_hot,
+    straight_through_one_hot,
+)
 from common.models.interface import Batch, unwrap
 from common.models.registry import build_model
 from tests.model_support import stacked, tiny_cohort, tiny_config
@@ -243,6 +248,32 @@ def test_gumbel_noise_comes_from_the_generator_only() -> None:
     torch.manual_seed(1)
     assert torch.equal(first, gumbel_one_hot(logits, 1.0, seeded(3)))
     assert not torch.equal(first, gumbel_one_hot(logits, 1.0, seeded(4)))
+
+
+def test_straight_through_one_hot_is_the_argmax_forward_and_soft_backward() -> None:
+    logits = torch.tensor([[[2.0, 0.0, 0.1], [0.0, 1.0, 0.0], [0.0, -1.0, 0.2]]])
+    logits.requires_grad_(True)
+    sample = straight_through_one_hot(logits, temperature=1.0)
+    assert sample.detach().argmax(dim=1)[0].tolist() == [0, 1, 2]
+    assert torch.equal(sample.detach().sum(dim=1), torch.ones(1, 3))
+    (sample * torch.arange(3.0).reshape(1, 3, 1)).sum().backward()
+    soft = torch.softmax(logits.detach(), dim=1)
+    weights = torch.arange(3.0).reshape(1, 3, 1)
+    expected = soft * (weights - (soft * weights).sum(dim=1, keepdim=True))  # softmax's Jacobian
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_argmax_label_maps_are_a_function_of_the_noise_draw() -> None:
+    """With label-sampling = argmax the label map is the argmax of the label generator's
+    logits for the latent; Gumbel sampling draws it per voxel instead."""
+    model = gan(**{"model.label-sampling": "argmax"})
+    pairs = model.sample(2, seeded(3))
+    latent = torch.randn((2, *latent_shape(model.config, model.spatial_shape)), generator=seeded(3))
+    with torch.no_grad():
+        logits = model.sampling_network("label_generator")(latent)
+    assert torch.equal(pairs.label, logits.argmax(dim=1))
+    gumbel = gan(**{"model.label-sampling": "gumbel"}).sample(2, seeded(3))
+    assert not torch.equal(gumbel.label, pairs.label)
 
 
 # -- losses by hand -----------------------------------------------------------------------------

@@ -376,6 +376,41 @@ def test_arms_without_training_cases_are_reported_not_computed(
     assert document["synthetic_over_real_dice"] == {"tumour": None}
 
 
+def test_only_the_arms_asked_for_are_trained(mri_sites: list[list[Case]]) -> None:
+    recipe = SegmentationRecipe(channels=(8, 16, 32), num_res_units=1, iterations=2)
+    calls: list[str] = []
+    result = utility_study(
+        mri_sites[0],
+        mri_sites[1],
+        mri_sites[0],
+        {"tumour": {1, 2, 3}},
+        recipe,
+        (0,),
+        MRI_CLASSES,
+        SPACING,
+        "cpu",
+        on_progress=lambda done, total, what: calls.append(what),
+        arms=("synthetic",),
+    )
+    assert result.arms["synthetic"].computed
+    for arm in ("real", "real+synthetic"):
+        assert result.arms[arm].reason == "not asked for (evaluation.utility-arms)"
+    assert set(calls) == {"synthetic, seed 0"}  # nothing else trained
+    assert result.dice_ratio("tumour") is None  # no real arm to divide by
+
+
+def test_utility_arms_setting_is_checked() -> None:
+    from common.config import load_config
+
+    assert load_config({"evaluation.utility-arms": "synthetic, real"}).evaluation.arm_names() == (
+        "synthetic",
+        "real",
+    )
+    for bad in ("", "real,both"):
+        with pytest.raises(ConfigError, match=r"evaluation\.utility-arms"):
+            load_config({"evaluation.utility-arms": bad})
+
+
 def test_hd95_is_the_mean_over_cases_where_both_masks_hold_the_structure() -> None:
     # One seed, four test cases: HD95 2 mm and 4 mm measured, one structure missed, one case
     # where neither mask holds it. Dice (0.8 + 0.6 + 0 + 1) / 4; HD95 (2 + 4) / 2; 1 unmatched.
