@@ -7,11 +7,13 @@ the demo are researchers' tools and live here.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
 
 from client.cli import data_app, train_command
+from client.training import planned_steps
 from common.cli.support import (
     ConfigFileOption,
     RunConfigOption,
@@ -21,6 +23,7 @@ from common.cli.support import (
     setup_logging,
     user_errors,
 )
+from common.config import parse_run_config_args
 from common.errors import ConfigError
 from evaluator.cli import evaluate_command
 from evaluator.radiomics_cli import radiomics_command
@@ -28,6 +31,7 @@ from server.cli import sample_command
 from simulations.demo import print_outcome, run_demo, simulate_with_progress
 from simulations.phantoms import write_cohort
 from simulations.presets import PRESETS, preset
+from simulations.prior import make_prior
 
 app = typer.Typer(
     name="fedsynth",
@@ -47,6 +51,17 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every setting and step."),
 ) -> None:
     setup_logging(verbose)
+
+
+def chosen_family(
+    run_config: str | None, config_file: Path | None, flags: Mapping[str, object]
+) -> str | None:
+    """The generator family the user asked for (a flag, --run-config or --config), if any:
+    a preset then adds that family's settings."""
+    family = flags.get("model.family") or parse_run_config_args(run_config, config_file).get(
+        "model.family"
+    )
+    return str(family) if family else None
 
 
 @app.command("phantoms")
@@ -106,8 +121,10 @@ def simulate_command(
     """Federated training of many sites on this machine (Flower's simulation engine)."""
     if preset_name is None and config_file is None:
         raise ConfigError("give --preset NAME or --config FILE (or both) to say what to simulate")
-    base = preset(preset_name) if preset_name is not None else None
     flags = {"federation.num-rounds": rounds, "model.family": model}
+    base = None
+    if preset_name is not None:
+        base = preset(preset_name, chosen_family(run_config, config_file, flags))
     config = build_config(run_config, config_file, flags, base=base)
     console.print(
         f"simulating {config.federation.num_rounds} rounds of {config.model.family} training "
@@ -115,6 +132,38 @@ def simulate_command(
     )
     outcome = simulate_with_progress(config, out, sites_dir=sites, resume=resume)
     print_outcome(outcome)
+
+
+@app.command("prior")
+@user_errors
+def prior_command(
+    out: Path = typer.Option(..., "--out", help="The prior file to write (model.prior takes it)."),
+    preset_name: str = typer.Option(
+        "prior-ct", "--preset", help=f"Settings to start from: {', '.join(sorted(PRESETS))}."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    run_config: str | None = RunConfigOption,
+    config_file: Path | None = ConfigFileOption,
+) -> None:
+    """Train a public prior on phantoms alone (no site data, no privacy cost) for training
+    to start from (model.prior)."""
+    family = chosen_family(run_config, config_file, {})
+    config = build_config(run_config, config_file, {}, base=preset(preset_name, family))
+    started = time.perf_counter()
+    steps = planned_steps(config.phantoms.cases_per_site, config)
+    with progress() as bar:
+        task = bar.add_task("training the public prior", total=steps)
+        provenance = make_prior(
+            config,
+            out,
+            overwrite=overwrite,
+            on_step=lambda step, _: bar.update(task, completed=step),
+        )
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"wrote the public prior {out}: {config.model.family} trained {provenance['steps']} "
+        f"steps on {provenance['cases']} public phantom cases in {elapsed:.0f} s"
+    )
 
 
 @app.command("demo")

@@ -200,6 +200,14 @@ def classify(head: Head, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
     return tissue
 
 
+def contrasted(tissue: Tissue, contrast_scale: float) -> float:
+    """The tissue's intensity with its difference from white matter scaled (background stays
+    0, and nothing goes below it)."""
+    if tissue == Tissue.BACKGROUND:
+        return 0.0
+    return max(0.0, WHITE_MATTER + contrast_scale * (INTENSITY[tissue] - WHITE_MATTER))
+
+
 def render_mri(
     profile: SiteProfile,
     config: PhantomConfig,
@@ -210,13 +218,19 @@ def render_mri(
     head = draw_head(rng, profile, config)
     warp = random_warp(rng)
     geometry = profile.geometry
+    scale = config.anatomy_scale
     drawn = render(
-        geometry, config.supersample, warp, lambda x, y, z: classify(head, x, y, z), len(Tissue)
+        geometry,
+        config.supersample,
+        warp,
+        lambda x, y, z: classify(head, x / scale, y / scale, z / scale),
+        len(Tissue),
     )
     texture = head.texture(*drawn.centres)
     tumour = (Tissue.OEDEMA, Tissue.ENHANCING, Tissue.NECROTIC)
     values = [
-        INTENSITY[t] * (1.0 + (TUMOUR_TEXTURE if t in tumour else TISSUE_TEXTURE) * texture)
+        contrasted(t, config.contrast_scale)
+        * (1.0 + (TUMOUR_TEXTURE if t in tumour else TISSUE_TEXTURE) * texture)
         for t in Tissue
     ]
     image = scanner.blur(mix(drawn.fractions, values))

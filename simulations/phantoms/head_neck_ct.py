@@ -222,11 +222,12 @@ def render_ct(
     """One head-and-neck CT case on the site's grid: int16 HU image, uint8 labels."""
     neck = draw_neck(rng, profile, config)
     warp = random_warp(rng)
+    scale = config.anatomy_scale
     drawn = render(
         profile.geometry,
         config.supersample,
         warp,
-        lambda x, y, z: classify(neck, x, y, z),
+        lambda x, y, z: classify(neck, x / scale, y / scale, z / scale),
         len(Tissue),
     )
     centres = drawn.centres
@@ -241,7 +242,14 @@ def render_ct(
         Tissue.TRABECULAR: trabecular,
         Tissue.CORTICAL: CORTICAL_HU,
     }
-    image = scanner.blur(mix(drawn.fractions, [hu[t] for t in Tissue]))
+    contrast = config.contrast_scale
+    values = [
+        hu[t]
+        if t in (Tissue.AIR, Tissue.AIRWAY)
+        else SOFT_TISSUE_HU + contrast * (hu[t] - SOFT_TISSUE_HU)
+        for t in Tissue
+    ]
+    image = scanner.blur(mix(drawn.fractions, values))
     image = scanner.gaussian_noise(scanner.calibrate(image, profile), profile, noise_rng)
     limits = np.iinfo(np.int16)
     return RenderedCase(

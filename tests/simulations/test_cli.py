@@ -14,7 +14,8 @@ SMALL_DEMO = (
     "phantoms.sites=2 phantoms.cases-per-site=2 phantoms.size=16 "
     'data.target-shape="16,16,16" data.target-spacing="12.5,12.5,12.5" '
     'model.channels="8,16" model.norm-groups=4 model.sampling-steps=3 training.max-steps=2 '
-    "federation.num-rounds=2 federation.min-sites=2 federation.release-cases=2"
+    "federation.num-rounds=2 federation.min-sites=2 federation.release-cases=2 "
+    'model.prior=""'  # the shipped prior is for the demo's own sizes (tests/simulations/test_prior)
 )
 
 
@@ -90,7 +91,7 @@ def test_simulate_needs_a_preset_or_a_config_and_a_fresh_folder(tmp_path: Path) 
     assert "give --preset NAME or --config FILE" in output
     code, output = _invoke("simulate", "--preset", "nope", "--out", str(tmp_path / "a"))
     assert code == 2
-    assert "unknown preset 'nope': choose one of demo, smoke" in output
+    assert "unknown preset 'nope': choose one of demo, prior-ct" in output
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x", encoding="utf-8")
     code, output = _invoke("simulate", "--preset", "smoke", "--out", str(tmp_path / "used"))
