@@ -1,0 +1,87 @@
+"""bench.quality: targets, the mean and spread over seeds, and one whole run at smoke size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import quality
+from bench.quality import BenchSetting, Target, aggregate, figure
+
+
+def test_a_target_is_met_within_its_bounds_and_unknown_when_not_measured() -> None:
+    at_least = Target("dice_ratio.bone", low=0.8)
+    assert at_least.met(0.8) is True
+    assert at_least.met(0.79) is False
+    within = Target("diversity_ratio", low=0.7, high=1.3)
+    assert within.met(1.3) is True
+    assert within.met(1.31) is False
+    assert within.met(None) is None
+    assert within.met(float("nan")) is None
+
+
+def run(seed: int, bone_ratio: float, real_bone: float) -> dict[str, object]:
+    return {
+        "setting": "quality-ct",
+        "family": "diffusion",
+        "seed": seed,
+        "real_dice": {"bone": real_bone},
+        "synthetic_dice": {"bone": bone_ratio * real_bone},
+        "dice_ratio": {"bone": bone_ratio},
+        "train_seconds": 10.0,
+        "steps": 100,
+    }
+
+
+def test_aggregate_gives_mean_and_spread_over_seeds_and_checks_the_mean() -> None:
+    runs = [run(0, 0.7, 0.8), run(1, 0.9, 0.9)]
+    table = aggregate(runs)["quality-ct/diffusion"]
+    assert table["seeds"] == [0, 1]
+    bone = table["figures"]["dice_ratio.bone"]
+    assert bone["mean"] == pytest.approx(0.8)
+    assert bone["std"] == pytest.approx(0.1)  # population spread of 0.7 and 0.9
+    assert bone["per_seed"] == [0.7, 0.9]
+    assert table["figures"]["real_dice.bone"]["mean"] == pytest.approx(0.85)
+    assert table["targets"]["dice_ratio.bone"]["met"] is True  # mean 0.8 >= 0.8
+    assert table["targets"]["dice_ratio.tumour"]["met"] is None  # not measured
+    assert figure(runs[0], "dice_ratio.bone") == 0.7
+    assert figure(runs[0], "dice_ratio.missing") is None
+
+
+@pytest.mark.slow
+def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path of one benchmark run at the smoke preset's size, with a per-round
+    curve: every figure the targets need is there, for the held-out seed."""
+    monkeypatch.setattr(quality, "WORK", tmp_path)
+    monkeypatch.setitem(
+        quality.BENCH_SETTINGS,
+        "smoke",
+        BenchSetting(
+            "smoke",
+            heldout={"data.modality": "ct", "phantoms.size": 16},
+            targets=(Target("dice_ratio.bone", low=0.5),),
+            families=("diffusion",),
+        ),
+    )
+    monkeypatch.setattr(quality, "HELDOUT_CASES", 4)
+    small = {"evaluation.utility-iterations": 2, "evaluation.radiomics-workers": 1}
+    monkeypatch.setattr(quality, "EVALUATION", {**quality.EVALUATION, **small})
+    monkeypatch.setattr(quality, "CURVE_EVALUATION", {**quality.CURVE_EVALUATION, **small})
+    summary = quality.run_one("smoke", "diffusion", 0, curve=True)
+    assert summary["heldout_seed"] == quality.HELDOUT_SEED_BASE
+    assert summary["training_seed"] == quality.TRAINING_SEED_BASE
+    assert summary["rounds"] == 2
+    assert [p["round"] for p in summary["curve"]] == [1, 2]
+    assert summary["curve"][-1]["dice"] == summary["synthetic_dice"]
+    assert set(summary["real_dice"]) == {"tumour", "bone"}
+    assert summary["epsilon_max"] is not None
+    assert summary["epsilon_max"] <= 8.0
+    assert set(summary["volumes"]) == {"tumour", "bone"}
+    diversity = summary["diversity"]
+    assert 0 < diversity["real"] <= 1
+    assert summary["diversity_ratio"] == pytest.approx(diversity["synthetic"] / diversity["real"])
+    table = aggregate([summary])
+    assert "smoke/diffusion" not in table  # only the issue's settings are summarised
