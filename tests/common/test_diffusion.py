@@ -472,8 +472,9 @@ def test_it_learns_the_cohort(
 def test_given_labels_shape_the_images(
     cohort: tuple[torch.Tensor, torch.Tensor], trained: DiffusionModel
 ) -> None:
-    """Bone is brighter than the rest of the body: by 0.35 in the real cases, 0.18 to 0.23 in
-    images drawn for the real label maps (two training seeds), 0.01 for an untrained model."""
+    """Bone is brighter than the rest of the body: by 0.35 in the real cases, 0.28 in images
+    drawn for the real label maps by the trained model, 0.06 by an untrained one (whose
+    random decoder paints label channels at random levels)."""
     real, labels = cohort
     soft_tissue = (labels == 0) & (real[:, 0] > BODY)
 
@@ -484,5 +485,6 @@ def test_given_labels_shape_the_images(
     untrained = build_model(tiny_config(**LEARNING))
     assert isinstance(untrained, DiffusionModel)
     contrasts = bone_contrast(untrained), bone_contrast(trained)
-    assert abs(contrasts[0]) < 0.05, contrasts  # an untrained denoiser ignores the labels
-    assert contrasts[1] > 0.1, contrasts
+    assert abs(contrasts[0]) < 0.1, contrasts
+    assert contrasts[1] > 0.2, contrasts
+    assert contrasts[1] > 3 * abs(contrasts[0]), contrasts

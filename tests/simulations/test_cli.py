@@ -91,7 +91,7 @@ def test_simulate_needs_a_preset_or_a_config_and_a_fresh_folder(tmp_path: Path) 
     assert "give --preset NAME or --config FILE" in output
     code, output = _invoke("simulate", "--preset", "nope", "--out", str(tmp_path / "a"))
     assert code == 2
-    assert "unknown preset 'nope': choose one of demo, prior-ct" in output
+    assert "unknown preset 'nope': choose one of demo, gpu, prior-ct, quality-ct" in output
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x", encoding="utf-8")
     code, output = _invoke("simulate", "--preset", "smoke", "--out", str(tmp_path / "used"))

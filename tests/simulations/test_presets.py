@@ -53,5 +53,7 @@ def test_the_prior_preset_draws_another_population() -> None:
 
 
 def test_unknown_presets_are_named() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'nope': choose one of demo, prior-ct"):
+    with pytest.raises(
+        ConfigError, match="unknown preset 'nope': choose one of demo, gpu, prior-ct, quality-ct"
+    ):
         preset("nope")
