@@ -18,8 +18,8 @@ from client.training import StepCallback, train_site
 from common.config import FedsynthConfig, to_run_config
 from common.data.site import prepare_site
 from common.errors import ConfigError, OutputExistsError
-from common.models.checkpoint import load_model, save_model
-from common.models.prior import PRIOR_KEY
+from common.models.checkpoint import load_model
+from common.models.prior import save_prior
 from common.runs import MODEL_FILE
 from simulations.phantoms import write_cohort
 
@@ -83,5 +83,5 @@ def make_prior(
         model, _ = load_model(work / "run" / MODEL_FILE)
     provenance = prior_provenance(public, summary.steps)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_model(out, model, public, extra={PRIOR_KEY: provenance})
+    save_prior(out, model, public, provenance)
     return provenance

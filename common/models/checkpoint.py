@@ -30,8 +30,13 @@ class CheckpointError(FedsynthError, ValueError):
 
 def model_hash(model: GenerativeModel) -> str:
     """SHA-256 over every network's tensors, in name order: identifies released weights."""
+    return weights_hash(model.network_state())
+
+
+def weights_hash(networks: dict[str, dict[str, torch.Tensor]]) -> str:
+    """SHA-256 over the tensors of ``networks`` (network name -> state dict), in name order."""
     digest = hashlib.sha256()
-    for net_name, state in sorted(model.network_state().items()):
+    for net_name, state in sorted(networks.items()):
         for name, tensor in sorted(state.items()):
             digest.update(f"{net_name}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -66,13 +71,10 @@ def save_model(
     path: Path,
     model: GenerativeModel,
     config: FedsynthConfig,
-    extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write the model file (with ``extra`` entries, e.g. a prior's provenance); returns the
-    model hash."""
+    """Write the model file; returns the model hash."""
     digest = model_hash(model)
     payload = {
-        **(extra or {}),
         "format": MODEL_FORMAT,
         "family": model.family,
         "run_config": to_run_config(config),

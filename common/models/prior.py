@@ -4,7 +4,9 @@ The phantom generator is public, so a model trained on phantoms alone costs no p
 a site's (or a federation's) training from it instead of random weights leaves DP-SGD only the
 difference between the phantoms and the site's patients to learn, which takes far fewer noisy
 steps. A prior file is a model file (``common.models.checkpoint``) with a ``prior`` record: what
-it was trained on (the phantom settings, cases, seed, steps), and nothing from any site.
+it was trained on (the phantom settings, cases, seed, steps), and nothing from any site. It
+keeps one set of weights per network: the training's weight average where one was kept (the
+smoother weights a family samples with), so a prior is half the size of a site's model file.
 
 ``model.prior`` names a prior shipped with fedsynth (a file in ``common/models/priors/``, see
 :data:`SHIPPED_PRIORS`) or gives the path of one made by ``fedsynth prior``. The release
@@ -18,10 +20,16 @@ from typing import Any
 
 import torch
 
-from common.config import FedsynthConfig
+from common.config import FedsynthConfig, to_run_config
 from common.errors import ConfigError
-from common.models.checkpoint import MODEL_FORMAT, CheckpointError, load_payload
-from common.models.interface import AVERAGE_SUFFIX, GenerativeModel
+from common.models.checkpoint import (
+    MODEL_FORMAT,
+    CheckpointError,
+    load_payload,
+    save_payload,
+    weights_hash,
+)
+from common.models.interface import GenerativeModel, unwrap
 from common.models.registry import build_model
 
 SHIPPED_PRIORS_DIR = Path(__file__).parent / "priors"
@@ -67,7 +75,7 @@ def read_prior(name: str) -> dict[str, Any]:
 
 def initial_model(config: FedsynthConfig) -> GenerativeModel:
     """The model a training starts from: :func:`build_model`, then the weights of
-    ``model.prior`` when one is set (the trained networks and their averages alike).
+    ``model.prior`` when one is set, for the trained networks and their averages alike.
 
     Raises:
         ConfigError: the prior is missing, or was made for another family or architecture.
@@ -82,12 +90,11 @@ def initial_model(config: FedsynthConfig) -> GenerativeModel:
             f"model.family = {model.family!r}: choose a prior of the same family"
         )
     networks: dict[str, dict[str, torch.Tensor]] = payload["networks"]
-    start = {name: _starting_weights(networks, name) for name in model.nets}
     try:
         for name, net in model.nets.items():
-            net.load_state_dict(start[name])
+            net.load_state_dict(networks[name])
         for name, average in model.averages.items():
-            average.network.load_state_dict(start[name])
+            average.network.load_state_dict(networks[name])
     except (KeyError, RuntimeError) as err:
         raise ConfigError(
             f"model.prior = {config.model.prior!r} was made for other network sizes "
@@ -97,16 +104,32 @@ def initial_model(config: FedsynthConfig) -> GenerativeModel:
     return model
 
 
-def _starting_weights(
-    networks: dict[str, dict[str, torch.Tensor]], name: str
-) -> dict[str, torch.Tensor]:
-    """A network's weights to start from: the prior's weight average of it when the prior
-    kept one (smoother than its last step's), else the network itself."""
-    averaged = networks.get(f"{name}{AVERAGE_SUFFIX}")
-    if averaged is None:
-        return networks[name]
-    prefix = "network."
-    return {k.removeprefix(prefix): v for k, v in averaged.items() if k.startswith(prefix)}
+def prior_networks(model: GenerativeModel) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights a prior keeps of ``model``: each network's sampling copy (its weight
+    average when one is kept), by network name."""
+    kept = {name: unwrap(model.sampling_network(name)).state_dict() for name in model.nets}
+    return {name: {k: t.detach().cpu() for k, t in state.items()} for name, state in kept.items()}
+
+
+def save_prior(
+    path: Path, model: GenerativeModel, config: FedsynthConfig, provenance: dict[str, Any]
+) -> str:
+    """Write a prior file of ``model`` (its :func:`prior_networks`) trained with ``config``,
+    with its ``provenance`` record; returns the weights' hash."""
+    networks = prior_networks(model)
+    digest = weights_hash(networks)
+    save_payload(
+        path,
+        {
+            PRIOR_KEY: provenance,
+            "format": MODEL_FORMAT,
+            "family": model.family,
+            "run_config": to_run_config(config),
+            "networks": networks,
+            "hash": digest,
+        },
+    )
+    return digest
 
 
 def _sizes(payload: dict[str, Any]) -> str:

@@ -15,11 +15,17 @@ from common.config import FedsynthConfig, Scalar, load_config, to_run_config
 from common.data.dataset import CachedCases
 from common.data.site import prepare_site
 from common.errors import ConfigError, OutputExistsError
-from common.models.checkpoint import MODEL_FORMAT, CheckpointError, load_payload, save_model
-from common.models.interface import AVERAGE_SUFFIX
+from common.models.checkpoint import (
+    MODEL_FORMAT,
+    CheckpointError,
+    load_payload,
+    save_model,
+    weights_hash,
+)
 from common.models.prior import (
     SHIPPED_PRIORS,
     initial_model,
+    prior_networks,
     prior_path,
     prior_record,
 )
@@ -63,7 +69,23 @@ def test_a_prior_records_what_it_was_trained_on(prior_file: Path) -> None:
     assert record["phantoms"]["phantoms.anatomy-scale"] == 0.9
     assert record["phantoms"]["phantoms.contrast-scale"] == 1.3
     assert payload["run_config"]["privacy.enabled"] is False  # public data: no DP needed
-    assert f"generator{AVERAGE_SUFFIX}" in payload["networks"]
+    assert set(payload["networks"]) == {"generator"}  # one copy: the weight average
+    assert payload["hash"] == weights_hash(payload["networks"])
+
+
+def test_a_prior_keeps_the_weight_average_not_the_last_step() -> None:
+    model = build_model(config_with())
+    with torch.no_grad():
+        for parameter in model.nets["generator"].parameters():
+            parameter.add_(1.0)  # the trained network moved; its average did not
+    kept = prior_networks(model)["generator"]
+    averaged = model.averages["generator"].network.state_dict()
+    assert set(kept) == set(model.nets["generator"].state_dict())
+    for name, tensor in kept.items():
+        torch.testing.assert_close(tensor, averaged[name])
+    without_average = build_model(config_with(**{"training.ema-decay": 0.0}))
+    for name, tensor in prior_networks(without_average)["generator"].items():
+        torch.testing.assert_close(tensor, without_average.nets["generator"].state_dict()[name])
 
 
 def test_making_a_prior_is_deterministic(prior_file: Path, tmp_path: Path) -> None:
@@ -77,12 +99,11 @@ def test_making_a_prior_is_deterministic(prior_file: Path, tmp_path: Path) -> No
 def test_training_starts_from_the_prior_average(prior_file: Path) -> None:
     config = config_with(**{"model.prior": str(prior_file)})
     model = initial_model(config)
-    networks = load_payload(prior_file, MODEL_FORMAT, "prior")["networks"]
-    averaged = networks[f"generator{AVERAGE_SUFFIX}"]
+    averaged = load_payload(prior_file, MODEL_FORMAT, "prior")["networks"]["generator"]
     for name, tensor in model.nets["generator"].state_dict().items():
-        torch.testing.assert_close(tensor, averaged[f"network.{name}"])
+        torch.testing.assert_close(tensor, averaged[name])
     for name, tensor in model.averages["generator"].network.state_dict().items():
-        torch.testing.assert_close(tensor, averaged[f"network.{name}"])
+        torch.testing.assert_close(tensor, averaged[name])
     assert float(model.averages["generator"].updates) == 0.0  # the average warms up again
     fresh = initial_model(config_with())  # no prior: the seeded random initialisation
     for name, tensor in build_model(config_with()).nets["generator"].state_dict().items():
