@@ -78,18 +78,14 @@ class BenchSetting:
 
     preset: str
     overrides: dict[str, Scalar] = field(default_factory=dict)
-    heldout: dict[str, Scalar] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
     families: tuple[str, ...] = FAMILIES
 
 
-CT_HELDOUT: dict[str, Scalar] = {"data.modality": "ct", "phantoms.size": 64}
-MRI_HELDOUT: dict[str, Scalar] = {"data.modality": "mri", "phantoms.size": 64}
 VOLUMES = 0.25
 BENCH_SETTINGS: dict[str, BenchSetting] = {
     "quality-ct": BenchSetting(
         "quality-ct",
-        heldout=CT_HELDOUT,
         targets=(
             Target("dice_ratio.bone", low=0.8),
             Target("dice_ratio.tumour", low=0.5),
@@ -101,7 +97,6 @@ BENCH_SETTINGS: dict[str, BenchSetting] = {
     ),
     "quality-mri": BenchSetting(
         "quality-mri",
-        heldout=MRI_HELDOUT,
         targets=(
             Target("dice_ratio.tumour", low=0.8),
             *(
@@ -112,18 +107,15 @@ BENCH_SETTINGS: dict[str, BenchSetting] = {
     ),
     "quality-ct-dp": BenchSetting(
         "quality-ct-dp",
-        heldout=CT_HELDOUT,
         targets=(Target("dice_ratio.bone", low=0.6), Target("epsilon_max", high=8.0)),
     ),
     "quality-ct-dp-no-prior": BenchSetting(
         "quality-ct-dp",
         overrides={"model.prior": ""},
-        heldout=CT_HELDOUT,
         targets=(Target("dice_ratio.bone", low=0.6), Target("epsilon_max", high=8.0)),
     ),
     "demo": BenchSetting(
         "demo",
-        heldout={"data.modality": "ct", "phantoms.size": 32},
         targets=(Target("dice_ratio.bone", low=0.5),),
         families=("diffusion",),
     ),
@@ -146,11 +138,18 @@ def run_settings(name: str, family: str, seed: int) -> FedsynthConfig:
 
 
 def heldout_settings(name: str, seed: int) -> FedsynthConfig:
-    """The held-out real cohort's settings: one site of HELDOUT_CASES, another seed."""
-    setting = BENCH_SETTINGS[name]
+    """The held-out real cohort's settings: one site of HELDOUT_CASES drawn like the preset's
+    sites (its modality and phantom settings), from another seed."""
+    from simulations.presets import preset
+
+    drawn_like_sites = {
+        key: value
+        for key, value in preset(BENCH_SETTINGS[name].preset).items()
+        if key.startswith("phantoms.") or key == "data.modality"
+    }
     return load_config(
         {
-            **setting.heldout,
+            **drawn_like_sites,
             "phantoms.sites": 1,
             "phantoms.cases-per-site": HELDOUT_CASES,
             "seed": HELDOUT_SEED_BASE + seed,

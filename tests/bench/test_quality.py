@@ -49,6 +49,17 @@ def test_aggregate_gives_mean_and_spread_over_seeds_and_checks_the_mean() -> Non
     assert figure(runs[0], "dice_ratio.missing") is None
 
 
+@pytest.mark.parametrize("name", quality.SETTINGS_ORDER)
+def test_the_heldout_cohort_is_drawn_like_the_sites_from_another_seed(name: str) -> None:
+    sites = quality.run_settings(name, quality.BENCH_SETTINGS[name].families[0], 0)
+    heldout = quality.heldout_settings(name, 0)
+    assert heldout.data.modality == sites.data.modality
+    assert heldout.phantoms.size == sites.phantoms.size  # e.g. the demo's 64^3 phantoms
+    assert heldout.phantoms.anatomy_scale == sites.phantoms.anatomy_scale
+    assert (heldout.phantoms.sites, heldout.phantoms.cases_per_site) == (1, quality.HELDOUT_CASES)
+    assert heldout.seed == quality.HELDOUT_SEED_BASE != sites.seed
+
+
 @pytest.mark.slow
 def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -61,7 +72,6 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
         "smoke",
         BenchSetting(
             "smoke",
-            heldout={"data.modality": "ct", "phantoms.size": 16},
             targets=(Target("dice_ratio.bone", low=0.5),),
             families=("diffusion",),
         ),
