@@ -67,24 +67,26 @@ def load_payload(path: Path, expected_format: str, what: str) -> dict[str, Any]:
     return payload
 
 
-def save_model(
-    path: Path,
-    model: GenerativeModel,
-    config: FedsynthConfig,
-) -> str:
-    """Write the model file; returns the model hash."""
-    digest = model_hash(model)
-    payload = {
+def model_payload(
+    family: str, config: FedsynthConfig, networks: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, Any]:
+    """A model file's content: ``family``, the settings and ``networks``' weights (on the
+    CPU) with their hash."""
+    weights = {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in networks.items()}
+    return {
         "format": MODEL_FORMAT,
-        "family": model.family,
+        "family": family,
         "run_config": to_run_config(config),
-        "networks": {
-            k: {n: t.cpu() for n, t in v.items()} for k, v in model.network_state().items()
-        },
-        "hash": digest,
+        "networks": weights,
+        "hash": weights_hash(weights),
     }
+
+
+def save_model(path: Path, model: GenerativeModel, config: FedsynthConfig) -> str:
+    """Write the model file; returns the model hash."""
+    payload = model_payload(model.family, config, model.network_state())
     save_payload(path, payload)
-    return digest
+    return str(payload["hash"])
 
 
 def load_model(path: Path) -> tuple[GenerativeModel, FedsynthConfig]:

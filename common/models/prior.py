@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
-from common.config import FedsynthConfig, to_run_config
+from common.config import FedsynthConfig
 from common.errors import ConfigError
 from common.models.checkpoint import (
     MODEL_FORMAT,
     CheckpointError,
     load_payload,
+    model_payload,
     save_payload,
-    weights_hash,
 )
 from common.models.interface import GenerativeModel, unwrap
 from common.models.registry import build_model
@@ -107,8 +107,7 @@ def initial_model(config: FedsynthConfig) -> GenerativeModel:
 def prior_networks(model: GenerativeModel) -> dict[str, dict[str, torch.Tensor]]:
     """The weights a prior keeps of ``model``: each network's sampling copy (its weight
     average when one is kept), by network name."""
-    kept = {name: unwrap(model.sampling_network(name)).state_dict() for name in model.nets}
-    return {name: {k: t.detach().cpu() for k, t in state.items()} for name, state in kept.items()}
+    return {name: unwrap(model.sampling_network(name)).state_dict() for name in model.nets}
 
 
 def save_prior(
@@ -116,20 +115,9 @@ def save_prior(
 ) -> str:
     """Write a prior file of ``model`` (its :func:`prior_networks`) trained with ``config``,
     with its ``provenance`` record; returns the weights' hash."""
-    networks = prior_networks(model)
-    digest = weights_hash(networks)
-    save_payload(
-        path,
-        {
-            PRIOR_KEY: provenance,
-            "format": MODEL_FORMAT,
-            "family": model.family,
-            "run_config": to_run_config(config),
-            "networks": networks,
-            "hash": digest,
-        },
-    )
-    return digest
+    payload = model_payload(model.family, config, prior_networks(model))
+    save_payload(path, {PRIOR_KEY: provenance, **payload})
+    return str(payload["hash"])
 
 
 def _sizes(payload: dict[str, Any]) -> str:
