@@ -15,7 +15,8 @@ bench/results.json "quality" (runs measured earlier and not asked for now are ke
 
 For the first seed of each setting and family, every round's global model is sampled and its
 synthetic-only Dice measured (bench/quality-curve.png), and middle slices of synthetic and real
-cases are drawn side by side (bench/quality-gallery.png).
+cases are drawn side by side (bench/quality-gallery-SETTING.png, one per setting, redrawn when
+that setting is run).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ CURVE_EVALUATION: dict[str, Scalar] = {
 }
 WORK = Path(__file__).with_name("work") / "quality"
 CURVE_PNG = Path(__file__).with_name("quality-curve.png")
-GALLERY_PNG = Path(__file__).with_name("quality-gallery.png")
+GALLERY_DIR = Path(__file__).parent
 SECTION = "quality"
 
 
@@ -410,17 +411,23 @@ def draw_curves(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-def draw_gallery(runs: list[dict[str, Any]], path: Path) -> None:
-    """Middle axial slices: for each setting and family (first seed), three synthetic cases,
-    then three held-out real cases prepared on the same grid."""
+def gallery_path(setting: str) -> Path:
+    """Where the gallery of one setting is drawn."""
+    return GALLERY_DIR / f"quality-gallery-{setting}.png"
+
+
+def draw_gallery(runs: list[dict[str, Any]], setting: str) -> Path | None:
+    """Middle axial slices of one setting, a row per family (first seed): three synthetic
+    cases, then three held-out real cases prepared on the same grid. None when no run of the
+    setting still has its release on disk (nothing is drawn then)."""
     from matplotlib.figure import Figure
 
     from evaluator.cases import load_real, load_release, release_settings
 
-    firsts = [r for r in runs if r["seed"] == min(x["seed"] for x in runs)]
-    firsts = [r for r in firsts if Path(r["gallery"]).is_dir()]
+    mine = [r for r in runs if r["setting"] == setting and Path(r["gallery"]).is_dir()]
+    firsts = [r for r in mine if r["seed"] == min(x["seed"] for x in mine)]
     if not firsts:
-        return
+        return None
     fig = Figure(figsize=(12, 2.2 * len(firsts)))
     axes = fig.subplots(len(firsts), 6, squeeze=False)
     for row, run in zip(axes, firsts, strict=True):
@@ -438,7 +445,9 @@ def draw_gallery(runs: list[dict[str, Any]], path: Path) -> None:
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
+    path = gallery_path(setting)
     fig.savefig(path, dpi=80)
+    return path
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -466,7 +475,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs = [r for r in runs if _key(r) != _key(run)] + [run]
                 save(SECTION, {"runs": runs, "summary": aggregate(runs)})
     draw_curves(runs, CURVE_PNG)
-    draw_gallery(runs, GALLERY_PNG)
+    for name in args.settings.split(","):
+        draw_gallery(runs, name)
 
 
 def _key(run: dict[str, Any]) -> tuple[str, str, int]:

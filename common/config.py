@@ -451,6 +451,14 @@ class ModelConfig:
         "e.g. '-0.659,-0.353' for air | fat | soft tissue at -500 and -30 HU in CT's default "
         "window; '' for one background class",
     )
+    tissue_smoothing: float = setting(
+        0.0,
+        "diffusion: standard deviation, in voxels, of the Gaussian that smooths the image "
+        "before the tissue thresholds split it, so that scanner noise around a threshold does "
+        "not scatter a tissue into hundreds of specks; 0 thresholds the image itself",
+        minimum=0.0,
+        maximum=4.0,
+    )
     decoder_weight: float = setting(
         1.0,
         "diffusion: weight of the image decoder's loss beside the tissue-map denoiser's",

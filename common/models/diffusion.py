@@ -6,12 +6,13 @@ one network that DP-SGD trains as a whole):
 * ``denoiser``: a MONAI ``DiffusionModelUNet`` (no attention levels; its middle block always
   holds one narrow attention layer) denoises the C one-hot channels of a *tissue map*
   (``common.models.tissue``: the label map, with unlabelled voxels split into intensity classes
-  by ``model.tissue-thresholds``). It is trained as a DDPM (``model.diffusion-steps``,
-  ``model.beta-schedule``) with an MSE loss on the velocity (``diffusion_process``), optionally
-  Min-SNR weighted (``model.min-snr-gamma``), weighted ``1 + model.tumour-weight`` inside the
-  tumour (a few hundred voxels of a 32^3 map). Discrete maps with ±1 contrasts are learned in a
-  few thousand steps; the grey values of a CT, whose soft-tissue contrasts are a few hundredths
-  of its window, are not (a joint image + label denoiser still drew speckle after 1,000 steps).
+  by ``model.tissue-thresholds`` on the image smoothed by ``model.tissue-smoothing``). It is
+  trained as a DDPM (``model.diffusion-steps``, ``model.beta-schedule``) with an MSE loss on the
+  velocity (``diffusion_process``), optionally Min-SNR weighted (``model.min-snr-gamma``),
+  weighted ``1 + model.tumour-weight`` inside the tumour (a few hundred voxels of a 32^3 map).
+  Discrete maps with ±1 contrasts are learned in a few thousand steps; the grey values of a CT,
+  whose soft-tissue contrasts are a few hundredths of its window, are not (a joint image + label
+  denoiser still drew speckle after 1,000 steps).
 * ``decoder``: a :class:`~common.models.gan_networks.PaintingUNet` from the one-hot tissue map
   to the image's median in (-1, 1) (an L1 loss on the real pairs, weighted by
   ``model.decoder-weight``), and the scanner noise's level: one learned number, the median of
@@ -135,7 +136,7 @@ class DiffusionModel(GenerativeModel):
     ) -> None:
         super().__init__(config, training, spatial_shape=spatial_shape, num_classes=num_classes)
         _check_sizes(config, self.spatial_shape)
-        self.tissues = TissueClasses(num_classes, config.thresholds())
+        self.tissues = TissueClasses(num_classes, config.thresholds(), config.tissue_smoothing)
         self.tumour_values = tumour_values_for(num_classes)
         generator = TissueGenerator(config, self.tissues)
         self.nets = {"generator": generator}

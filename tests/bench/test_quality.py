@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from matplotlib import pyplot as plt
 
 from bench import quality
 from bench.quality import BenchSetting, Target, aggregate, figure
@@ -95,3 +96,10 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     assert summary["diversity_ratio"] == pytest.approx(diversity["synthetic"] / diversity["real"])
     table = aggregate([summary])
     assert "smoke/diffusion" not in table  # only the settings are summarised
+    monkeypatch.setattr(quality, "GALLERY_DIR", tmp_path)
+    gallery = quality.draw_gallery([summary], "smoke")
+    assert gallery == tmp_path / "quality-gallery-smoke.png"
+    pixels = plt.imread(gallery)
+    assert pixels.shape[0] > 100
+    assert pixels[..., :3].std() > 0.05  # drawn slices, not a blank page
+    assert quality.draw_gallery([summary], "quality-ct") is None  # no run of that setting

@@ -109,6 +109,18 @@ def test_bad_tissue_thresholds_are_config_errors(thresholds: str, message: str) 
         tiny_config(**{"model.tissue-thresholds": thresholds})
 
 
+def test_the_model_draws_tissue_maps_of_the_smoothed_image() -> None:
+    # a checkerboard of -0.5 +- 0.2 across the fat class (-0.659 .. -0.353): unsmoothed each
+    # voxel is air or soft tissue; smoothed (sigma 1 voxel) every voxel is close to -0.5: fat
+    plain, smoothed = fast_model(), fast_model(**{"model.tissue-smoothing": 1.0})
+    assert smoothed.tissues.smoothing == 1.0
+    grid = torch.stack(torch.meshgrid(*(torch.arange(16),) * 3, indexing="ij")).sum(0)
+    image = (0.2 * (1 - 2 * (grid % 2)).float() - 0.5)[None, None]
+    label = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    assert plain.tissues.tissue_map(image, label).unique().tolist() == [0, 2]
+    assert smoothed.tissues.tissue_map(image, label).unique().tolist() == [1]
+
+
 def test_sizes_the_unet_cannot_take_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"multiple of model\.norm-groups"):
         fast_model(**{"model.channels": "6,12"})
