@@ -405,6 +405,12 @@ class ModelConfig:
         "diffusion: noise schedule (MONAI's names)",
         choices=("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"),
     )
+    zero_terminal_snr: bool = setting(
+        False,
+        "diffusion: rescale the noise schedule so that its last timestep is pure noise (Lin et "
+        "al. 2024); otherwise the model learns to read the layout from the signal left at the "
+        "last timestep, which sampling from pure noise does not have",
+    )
     sampler: str = setting(
         "ddim", "diffusion: sampler for synthetic cases", choices=("ddim", "ddpm")
     )

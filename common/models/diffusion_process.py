@@ -11,6 +11,7 @@ without resampling), so the rest is drawn conditioned on them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
@@ -30,6 +31,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``denoiser(x_t, timesteps) -> prediction`` (of :data:`PREDICTION_TYPE`), shaped as ``x_t``."""
 
 ReverseScheduler = DDIMScheduler | DDPMScheduler
+_Scheduler = TypeVar("_Scheduler", DDIMScheduler, DDPMScheduler)
 
 
 def one_hot_channels(classes: torch.Tensor, count: int) -> torch.Tensor:
@@ -38,12 +40,36 @@ def one_hot_channels(classes: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def training_scheduler(config: ModelConfig) -> DDPMScheduler:
-    """The forward (noising) process: ``config.diffusion_steps`` steps of ``beta_schedule``."""
-    return DDPMScheduler(
-        num_train_timesteps=config.diffusion_steps,
-        schedule=config.beta_schedule,
-        prediction_type=PREDICTION_TYPE,
+    """The forward (noising) process: ``config.diffusion_steps`` steps of ``beta_schedule``
+    (rescaled to a zero terminal SNR with ``config.zero_terminal_snr``)."""
+    return _with_schedule(
+        DDPMScheduler(
+            num_train_timesteps=config.diffusion_steps,
+            schedule=config.beta_schedule,
+            prediction_type=PREDICTION_TYPE,
+        ),
+        config,
     )
+
+
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """``alphas_cumprod`` rescaled so that the last is 0 and the first unchanged (Lin et al.
+    2024, algorithm 1: sqrt(alpha_bar) shifted and scaled linearly)."""
+    roots = alphas_cumprod.sqrt()
+    first, last = roots[0].clone(), roots[-1].clone()
+    rescaled: torch.Tensor = ((roots - last) * first / (first - last)) ** 2
+    return rescaled
+
+
+def _with_schedule(scheduler: _Scheduler, config: ModelConfig) -> _Scheduler:
+    """``scheduler`` with its alphas rescaled to a zero terminal SNR when the config asks."""
+    if config.zero_terminal_snr:
+        cumulative = zero_terminal_snr(scheduler.alphas_cumprod)
+        previous = torch.cat([cumulative.new_ones(1), cumulative[:-1]])
+        scheduler.alphas_cumprod = cumulative
+        scheduler.alphas = cumulative / previous
+        scheduler.betas = 1.0 - scheduler.alphas
+    return scheduler
 
 
 def training_target(
@@ -93,7 +119,7 @@ def sampling_scheduler(config: ModelConfig, sampler: str, steps: int | None) -> 
             prediction_type=PREDICTION_TYPE,
         )
         ddpm.set_timesteps(total)
-        return ddpm
+        return _with_schedule(ddpm, config)
     count = config.sampling_steps if steps is None else steps
     if not 1 <= count <= total:
         raise ValueError(
@@ -103,7 +129,7 @@ def sampling_scheduler(config: ModelConfig, sampler: str, steps: int | None) -> 
         num_train_timesteps=total, schedule=config.beta_schedule, prediction_type=PREDICTION_TYPE
     )
     ddim.set_timesteps(count)
-    return ddim
+    return _with_schedule(ddim, config)
 
 
 def reverse_process(

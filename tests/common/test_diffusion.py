@@ -21,7 +21,13 @@ from torch import nn
 from common.config import FedsynthConfig, Scalar
 from common.errors import ConfigError
 from common.models.diffusion import DiffusionModel, TissueGenerator
-from common.models.diffusion_process import one_hot_channels, training_scheduler, training_target
+from common.models.diffusion_process import (
+    one_hot_channels,
+    sampling_scheduler,
+    training_scheduler,
+    training_target,
+    zero_terminal_snr,
+)
 from common.models.interface import Batch
 from common.models.registry import build_model
 
@@ -164,6 +170,39 @@ def test_one_ddim_step_of_the_untrained_model_by_hand() -> None:
     paint_noise = torch.randn((2, 1, 16, 16, 16), generator=generator)
     expected = (median + level / 0.6744897501960817 * paint_noise).clamp(-1, 1)
     torch.testing.assert_close(pairs.image, expected)
+
+
+def test_zero_terminal_snr_rescales_sqrt_alpha_bar_linearly() -> None:
+    """sqrt(alpha_bar) 0.9, 0.5, 0.1 -> (r - 0.1) * 0.9 / 0.8 = 0.9, 0.45, 0: squared."""
+    rescaled = zero_terminal_snr(torch.tensor([0.81, 0.25, 0.01]))
+    torch.testing.assert_close(rescaled, torch.tensor([0.81, 0.2025, 0.0]))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_every_scheduler_of_a_zero_terminal_snr_model_ends_in_pure_noise(sampler: str) -> None:
+    config = tiny_config(**{**FAST, "model.zero-terminal-snr": True}).model
+    plain = training_scheduler(tiny_config(**FAST).model)
+    forward = training_scheduler(config)
+    reverse = sampling_scheduler(config, sampler, None)
+    torch.testing.assert_close(reverse.alphas_cumprod, forward.alphas_cumprod)
+    torch.testing.assert_close(torch.cumprod(forward.alphas, 0), forward.alphas_cumprod)
+    torch.testing.assert_close(forward.betas, 1 - forward.alphas)
+    assert float(forward.alphas_cumprod[-1]) == 0.0
+    assert float(forward.alphas_cumprod[0]) == pytest.approx(float(plain.alphas_cumprod[0]))
+    clean, noise = torch.ones((1, 2, 2, 2, 2)), torch.randn((1, 2, 2, 2, 2))
+    last = torch.tensor([config.diffusion_steps - 1])
+    torch.testing.assert_close(forward.add_noise(clean, noise, last), noise)
+    assert not torch.allclose(plain.add_noise(clean, noise, last), noise)
+
+
+def test_zero_terminal_snr_untrained_model_reads_nothing_from_pure_noise() -> None:
+    """At alpha_bar_T = 0 a v-prediction of 0 estimates x_0 = sqrt(0) x_T - 1 * 0 = 0 in every
+    channel: one DDIM step gives all-background maps, where the plain schedule gives
+    argmax(sqrt(alpha_bar_T) x_T), a map of the noise (the test above)."""
+    model = fast_model(**{"model.zero-terminal-snr": True})
+    pairs = model.sample(2, seeded(5), steps=1)
+    assert int(pairs.label.count_nonzero()) == 0
+    assert int(fast_model().sample(2, seeded(5), steps=1).label.count_nonzero()) > 0
 
 
 def test_empty_requests_and_bad_arguments() -> None:
