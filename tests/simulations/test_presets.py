@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from common.config import load_config
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from data_support import shared_case
+
+from common.config import Scalar, load_config
+from common.data.nnunet import case_paths
 from common.errors import ConfigError
+from simulations.phantoms import write_cohort
 from simulations.presets import CPU_DIFFUSION, CPU_GAN, PRESETS, preset
 
 
@@ -57,3 +64,36 @@ def test_unknown_presets_are_named() -> None:
         ConfigError, match="unknown preset 'nope': choose one of demo, gpu, prior-ct, quality-ct"
     ):
         preset("nope")
+
+
+def _core_cm3(settings: dict[str, Scalar], folder: Path) -> np.ndarray:
+    """Tumour-core volumes (necrotic + enhancing labels) of 10 phantoms drawn like that."""
+    drawn = {k: v for k, v in settings.items() if k.startswith("phantoms.")}
+    config = load_config(
+        {**drawn, "data.modality": "mri", "phantoms.sites": 1, "phantoms.cases-per-site": 10}
+    )
+    write_cohort(config, folder)
+    volumes = []
+    labels = case_paths(folder / "site-01", "any")[1].parent
+    for path in sorted(labels.iterdir()):
+        label = sitk.ReadImage(str(path))
+        core = np.isin(sitk.GetArrayFromImage(label), (1, 3)).sum()
+        volumes.append(core * np.prod(label.GetSpacing()) / 1000.0)
+    return np.array(volumes)
+
+
+def test_quality_mri_draws_gliomas_of_the_real_case_size(tmp_path: Path) -> None:
+    real = sitk.ReadImage(str(shared_case("real", "pyradiomics-brain1", "brain1_label.nrrd")))
+    real_cm3 = (sitk.GetArrayFromImage(real) == 1).sum() * np.prod(real.GetSpacing()) / 1000.0
+    assert real_cm3 == pytest.approx(16.4, abs=0.1)  # 4,137 voxels of 0.78 x 0.78 x 6.5 mm
+    settings = preset("quality-mri")
+    quality = _core_cm3(settings, tmp_path / "quality")
+    small = {
+        **settings,
+        "phantoms.tumour-radius-min-mm": 6.0,
+        "phantoms.tumour-radius-max-mm": 16.0,
+    }
+    default = _core_cm3(small, tmp_path / "default")
+    assert quality.min() < real_cm3 < quality.max()
+    # radii uniform in 10-20 mm against 6-16: E[r^3] = (20^4 - 10^4) / (16^4 - 6^4) = 2.33x
+    assert 1.8 < quality.mean() / default.mean() < 3.0
