@@ -30,6 +30,9 @@ IntList = tuple[int, ...]
 
 LOGGER = logging.getLogger("fedsynth.config")
 
+DEFAULT_MAX_VOXELS = 1 << 28
+"""data.max-voxels: 268 million voxels (a 512 x 512 x 1024 CT), about 1 GiB as float32."""
+
 
 def setting(
     default: Any,
@@ -96,6 +99,11 @@ class DataConfig:
         "",
         "map the site's label values onto the schema before checking, e.g. '4:3' for BraTS "
         "2021 enhancing tumour or '1:2' for a bone-only mask; empty for none",
+    )
+    max_voxels: int = setting(
+        DEFAULT_MAX_VOXELS,
+        "refuse an image whose header promises more voxels than this, before reading it",
+        minimum=1,
     )
     require_tumour: bool = setting(True, "a case whose label map has no tumour is an error")
     skip_bad_cases: bool = setting(
