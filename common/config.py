@@ -344,6 +344,13 @@ class EvaluationConfig:
     utility_iterations: int = setting(
         0, "segmentation training iterations per arm (0: the recipe's default)", minimum=0
     )
+    min_real_dice: float = setting(
+        0.1,
+        "the synthetic/real Dice ratio is undefined when the real-data arm's Dice is below "
+        "this: a recipe that did not learn from real cases cannot measure synthetic ones",
+        minimum=0.0,
+        maximum=1.0,
+    )
     radiomics_workers: int = setting(2, "processes extracting radiomics in parallel", minimum=1)
     radiomics_bin_width: float = setting(
         25.0, "pyradiomics binWidth (HU for CT, release units for MRI)", minimum=1e-6
