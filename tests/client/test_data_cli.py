@@ -67,7 +67,11 @@ def test_check_shows_a_truncated_file_in_the_table(ct_site: Path) -> None:
         "cut",
     ]
     assert "unreadable" in result.output
-    assert "truncated" in result.output
+    below = result.output.split("┘")[-1]  # problems in full under the 80-column table
+    prose = " ".join(line.strip() for line in below.splitlines())
+    assert "cut unreadable:" in prose
+    assert "compressed voxel data is truncated or corrupt" in prose
+    assert len(below.splitlines()) <= 8  # not one word a line
     assert "1 problem in 1 case (2 valid)" in result.output
     prepared = RUNNER.invoke(data_app, ["prepare", str(ct_site), "--out", str(ct_site / "out")])
     assert prepared.exit_code == 2, prepared.output
