@@ -38,7 +38,8 @@ def _range(report_range: tuple[float, float] | None) -> str:
 
 
 def site_table(report: SiteReport) -> Table:
-    """A table of every case: shape, spacing, intensity range, label voxel counts, problems."""
+    """A table of every case: shape, spacing, intensity range, label voxel counts and the kinds
+    of its problems (:func:`problem_lines` gives each problem in full)."""
     table = Table(title=f"{report.listing.root} ({report.listing.layout} layout)")
     for column in ("case", "shape (x,y,z)", "spacing mm", "intensity", "label voxels", "problems"):
         table.add_column(column, overflow="fold")
@@ -46,7 +47,7 @@ def site_table(report: SiteReport) -> Table:
         counts = ", ".join(f"{name} {count}" for name, count in case.label_counts.items())
         if case.bone_source == "threshold":
             counts += " (bone by HU threshold)"
-        problems = "\n".join(f"[red]{p.kind.value}[/]: {p.message}" for p in case.problems)
+        problems = ", ".join(dict.fromkeys(f"[red]{p.kind.value}[/]" for p in case.problems))
         table.add_row(
             case.case_id,
             "x".join(str(s) for s in case.shape) or "-",
@@ -56,6 +57,15 @@ def site_table(report: SiteReport) -> Table:
             problems or "[green]ok[/]",
         )
     return table
+
+
+def problem_lines(report: SiteReport) -> list[str]:
+    """Every problem of every case in full, one line each (long lines wrap as prose)."""
+    return [
+        f"[bold]{case.case_id}[/] [red]{problem.kind.value}[/]: {problem}"
+        for case in report.cases
+        for problem in case.problems
+    ]
 
 
 @data_app.command("check")
@@ -76,6 +86,8 @@ def check_command(
         task = bar.add_task("checking cases", total=total)
         report = check_site(path, config.data, on_case=lambda _: bar.advance(task))
     console.print(site_table(report))
+    for line in problem_lines(report):
+        console.print(line, highlight=False)
     for problem in report.listing.problems:
         error_console.print(f"[red]{problem.kind.value}[/]: {problem}", highlight=False)
     good, bad = len(report.good_cases), report.bad_case_count

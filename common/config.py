@@ -30,6 +30,9 @@ IntList = tuple[int, ...]
 
 LOGGER = logging.getLogger("fedsynth.config")
 
+DEFAULT_MAX_VOXELS = 1 << 28
+"""data.max-voxels: 268 million voxels (a 512 x 512 x 1024 CT), about 1 GiB as float32."""
+
 
 def setting(
     default: Any,
@@ -96,6 +99,11 @@ class DataConfig:
         "",
         "map the site's label values onto the schema before checking, e.g. '4:3' for BraTS "
         "2021 enhancing tumour or '1:2' for a bone-only mask; empty for none",
+    )
+    max_voxels: int = setting(
+        DEFAULT_MAX_VOXELS,
+        "refuse an image whose header promises more voxels than this, before reading it",
+        minimum=1,
     )
     require_tumour: bool = setting(True, "a case whose label map has no tumour is an error")
     skip_bad_cases: bool = setting(
@@ -335,6 +343,13 @@ class EvaluationConfig:
     utility_seeds: int = setting(3, "segmentation trainings per arm (mean and spread)", minimum=1)
     utility_iterations: int = setting(
         0, "segmentation training iterations per arm (0: the recipe's default)", minimum=0
+    )
+    min_real_dice: float = setting(
+        0.1,
+        "the synthetic/real Dice ratio is undefined when the real-data arm's Dice is below "
+        "this: a recipe that did not learn from real cases cannot measure synthetic ones",
+        minimum=0.0,
+        maximum=1.0,
     )
     radiomics_workers: int = setting(2, "processes extracting radiomics in parallel", minimum=1)
     radiomics_bin_width: float = setting(

@@ -20,10 +20,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from common.config import FedsynthConfig, load_config
+from common.data.imageio import read_image
 from common.data.loading import load_case
 from common.data.preprocess import prepare_case
 from common.data.site import check_site, usable_cases
-from common.errors import FedsynthError
+from common.errors import DataError, FedsynthError
 from common.release import MANIFEST_FILE, read_manifest, release_intensity
 
 IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
@@ -108,9 +109,9 @@ def _read(path: Path) -> np.ndarray:
     if not path.is_file():
         raise EvaluationInputError(f"{path}: missing; a release pairs every image with a label map")
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError as err:
-        raise EvaluationInputError(f"{path}: unreadable ({str(err).strip()[:200]})") from None
+        return sitk.GetArrayFromImage(read_image(path))
+    except DataError as err:
+        raise EvaluationInputError(str(err)) from None
 
 
 def load_real(root: Path, config: FedsynthConfig) -> list[EvalCase]:

@@ -55,13 +55,24 @@ def render_report(
     return page.render()
 
 
+def _trained_where(release: dict[str, Any]) -> str:
+    """'trained at one site' for a local run, 'trained over 3 federated rounds at 2 sites'."""
+    sites, rounds = len(release["sites"]), int(release["rounds"])
+    if sites == 1 and rounds == 1:
+        return "trained at one site"
+    return (
+        f"trained over {rounds} federated round{'s' * (rounds != 1)} at "
+        f"{sites} site{'s' * (sites != 1)}"
+    )
+
+
 def plain_summary(results: dict[str, Any]) -> list[str]:
     """A few sentences a non-specialist can read."""
     release = results["release"]
     lines = [
         f"{release['cases']} synthetic {results['modality'].upper()} cases made by a "
-        f"{release['family']} model trained over {release['rounds']} federated round(s) at "
-        f"{len(release['sites'])} site(s), compared with {results['real']['cases']} real cases."
+        f"{release['family']} model {_trained_where(release)}, compared with "
+        f"{results['real']['cases']} real cases."
     ]
     spent = [s["epsilon"] for s in release["sites"] if s.get("epsilon") is not None]
     if spent:
@@ -140,7 +151,13 @@ def _utility_words(results: dict[str, Any]) -> list[str]:
         synthetic, ratio = row["synthetic_dice"], row["synthetic_over_real_dice"]
         if not isinstance(synthetic, float):
             continue
+        real = row.get("real_dice")
         versus = "" if not isinstance(ratio, float) else f", {ratio:.0%} of real-data training"
+        if ratio is None and isinstance(real, float):
+            versus = (
+                f"; real-data training reached only Dice {real:.3f}, so it did not learn "
+                f"{row['structure']} and the synthetic/real ratio is undefined"
+            )
         study = row["study_synthetic_dice"]
         beside = "" if study is None else f" (the study: {study})"
         lines.append(

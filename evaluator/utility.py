@@ -215,15 +215,17 @@ class UtilityResult:
     spacing: tuple[float, ...]
     structures: dict[str, tuple[int, ...]]
     recipe: SegmentationRecipe
+    min_real_dice: float = 0.0
 
     def dice_ratio(self, structure: str) -> float | None:
-        """Synthetic-only over real-only mean Dice; None when either arm was not computed or
-        the real arm's Dice is 0."""
+        """Synthetic-only over real-only mean Dice; None (undefined) when either arm was not
+        computed or the real arm did not learn the structure (Dice 0, or under
+        ``min_real_dice``: ``evaluation.min-real-dice``)."""
         real, synthetic = self.arms["real"], self.arms["synthetic"]
         if not (real.computed and synthetic.computed):
             return None
         denominator = real.structures[structure].dice_mean
-        if denominator == 0:
+        if denominator == 0 or denominator < self.min_real_dice:
             return None
         return synthetic.structures[structure].dice_mean / denominator
 
@@ -287,6 +289,7 @@ def utility_study(
     device: str | torch.device = "auto",
     on_progress: ProgressCallback | None = None,
     arms: Collection[str] = ARMS,
+    min_real_dice: float = 0.0,
 ) -> UtilityResult:
     """Train the recipe on each arm's cases once per seed and test every model on
     ``real_test``; an arm without training cases, or not among ``arms``, is reported as not
@@ -336,6 +339,7 @@ def utility_study(
         spacing=checked_spacing,
         structures=checked_structures,
         recipe=recipe,
+        min_real_dice=min_real_dice,
     )
 
 

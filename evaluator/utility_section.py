@@ -74,6 +74,7 @@ def utility(
         device=config.training.device,
         on_progress=on_progress,
         arms=config.evaluation.arm_names(),
+        min_real_dice=config.evaluation.min_real_dice,
     )
     return {
         "computed": True,

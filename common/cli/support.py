@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -20,13 +21,19 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from common.cli.guard import (
+    BUG_EXIT,
+    INTERRUPTED_EXIT,
+    USER_ERROR_EXIT,
+    bug_message,
+    environment_message,
+    write_crash_log,
+)
 from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
-from common.errors import FedsynthError
 
 console = Console()
 error_console = Console(stderr=True)
 
-USER_ERROR_EXIT = 2
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -43,17 +50,33 @@ ConfigFileOption = typer.Option(
 )
 
 
+def _error(text: str) -> None:
+    error_console.print(Text.assemble(("error: ", "bold red"), text), highlight=False)
+
+
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn fedsynth's typed errors into a message and exit status 2, never a traceback."""
+    """Every exception as a message, never a traceback or "Aborted.": typed errors and the
+    machine's (disk, memory, permissions, truncated input) exit 2; Ctrl-C exits 130; anything
+    else is a bug, its traceback written to a log file, exit 3 (``common.cli.guard``)."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except FedsynthError as err:
-            error_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
-            raise typer.Exit(USER_ERROR_EXIT) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except KeyboardInterrupt:
+            _error("interrupted; nothing partial was kept")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
+        except Exception as err:  # the last line of defence: nothing escapes as a traceback
+            message = environment_message(err)
+            if message is not None:
+                _error(message)
+                raise typer.Exit(USER_ERROR_EXIT) from None
+            _error(bug_message(err, write_crash_log(err)))
+            raise typer.Exit(BUG_EXIT) from None
 
+    wrapper.guarded = True  # type: ignore[attr-defined]
     return wrapper
 
 

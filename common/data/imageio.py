@@ -7,16 +7,24 @@ DICOM series (the one series it holds; a folder with several series is refused).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import tempfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from common.config import DEFAULT_MAX_VOXELS
+from common.data.dicom_series import read_dicom_series
+from common.data.headers import HeaderFacts, check_header, header_error
+from common.data.nifti_header import read_nifti_header
 from common.data.problems import ProblemKind
+from common.data.text_headers import read_meta_header, read_nrrd_header
 from common.errors import DataError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -83,54 +91,56 @@ def strip_suffix(path: Path) -> str:
     return path.name[: len(path.name) - len(suffix)] if suffix else path.name
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
-    if not series_ids:
-        raise DataError(
-            folder,
-            ProblemKind.UNREADABLE.value,
-            "folder holds no DICOM series",
-            "point at an image file or at a folder with one DICOM series",
-        )
-    if len(series_ids) > 1:
-        raise DataError(
-            folder,
-            ProblemKind.UNREADABLE.value,
-            f"folder holds {len(series_ids)} DICOM series",
-            "put each series in a folder of its own",
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
-    return reader.Execute()
+HEADER_READERS: dict[str, Callable[[Path], HeaderFacts]] = {
+    ".nii.gz": read_nifti_header,
+    ".nii": read_nifti_header,
+    ".nrrd": read_nrrd_header,
+    ".nhdr": read_nrrd_header,
+    ".mha": read_meta_header,
+    ".mhd": read_meta_header,
+}
+"""How each file format's header is read before its voxels are."""
 
 
-def read_image(path: Path) -> sitk.Image:
-    """Read an image file or a DICOM series folder.
+def read_image(path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS) -> sitk.Image:
+    """Read an image file or a DICOM series folder, its header checked before any voxel.
 
     Raises:
-        DataError: the path is missing, not an image, truncated or otherwise unreadable.
+        DataError: the path is missing, not an image, truncated, corrupt, promises more than
+            ``max_voxels`` voxels or otherwise unreadable; it names the file at fault.
     """
     if not path.exists():
         raise DataError(path, ProblemKind.UNREADABLE.value, "file not found", "check the path")
-    try:
-        if path.is_dir():
-            return _read_dicom_series(path)
-        if not image_suffix(path):
-            raise DataError(
-                path,
-                ProblemKind.UNREADABLE.value,
-                "not a supported image file",
-                f"use one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder",
-            )
-        return sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+    if path.is_dir():
+        return _read_checked(path, lambda: read_dicom_series(path, max_voxels))
+    suffix = image_suffix(path)
+    if not suffix:
         raise DataError(
             path,
             ProblemKind.UNREADABLE.value,
-            f"cannot be read, it may be truncated or corrupt ({first_line.strip()[:200]})",
-            "re-export or re-copy the file",
+            "not a supported image file",
+            f"use one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder",
+        )
+    check_header(path, HEADER_READERS[suffix](path), max_voxels)
+    return _read_checked(path, lambda: sitk.ReadImage(str(path)))
+
+
+def _read_checked(path: Path, read: Callable[[], sitk.Image]) -> sitk.Image:
+    """``read()``, with any failure of the imaging library as a DataError naming ``path``."""
+    try:
+        image = read()
+    except DataError:
+        raise
+    except Exception as err:  # SimpleITK/GDCM raise RuntimeError, MemoryError, OSError, ...
+        lines = str(err).strip().splitlines()
+        detail = lines[-1].strip()[:200] if lines else type(err).__name__
+        raise header_error(
+            path, f"cannot be read, it may be truncated or corrupt ({detail})"
         ) from None
+    spacing = image.GetSpacing()
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise header_error(path, f"has voxel spacing {spacing}: spacing must be positive mm")
+    return image
 
 
 def write_image(image: sitk.Image, path: Path, *, compress: bool = True) -> None:
@@ -160,8 +170,13 @@ def nifti_nonfinite_count(path: Path) -> int:
     if suffix not in (".nii", ".nii.gz") or not path.is_file():
         return 0
     opener = gzip.open if suffix == ".nii.gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
+        raise header_error(path, f"cannot be read, it is truncated or corrupt ({err})") from None
+    if len(raw) < 4:
+        return 0
     for order in ("<", ">"):
         header_size = int(np.frombuffer(raw[:4], dtype=f"{order}i4")[0])
         if header_size in (348, 540):

@@ -56,10 +56,12 @@ def _problem(files: CaseFiles, path: Path, kind: ProblemKind, message: str, hint
     return Problem(files.case_id, path, kind, message, hint)
 
 
-def _read(files: CaseFiles, which: str) -> tuple[sitk.Image | None, Problem | None]:
+def _read(
+    files: CaseFiles, which: str, data: DataConfig
+) -> tuple[sitk.Image | None, Problem | None]:
     path = files.image if which == "image" else files.label
     try:
-        return read_image(path), None
+        return read_image(path, max_voxels=data.max_voxels), None
     except DataError as err:
         return None, Problem(files.case_id, path, ProblemKind(err.kind), err.message, err.hint)
 
@@ -171,8 +173,8 @@ def check_case(files: CaseFiles, data: DataConfig, remap: dict[int, int]) -> Cas
     For CT without bone in its label map, bone is derived from the HU threshold.
     """
     schema = schema_for(data.modality)
-    image, image_problem = _read(files, "image")
-    label, label_problem = _read(files, "label")
+    image, image_problem = _read(files, "image", data)
+    label, label_problem = _read(files, "label", data)
     problems = [p for p in (image_problem, label_problem) if p is not None]
     if image is None or label is None:
         return CaseReport(files, tuple(problems))

@@ -23,10 +23,12 @@ import torch
 from common.config import FedsynthConfig
 from common.errors import ConfigError
 from common.models.checkpoint import (
+    MODEL_FIELDS,
     MODEL_FORMAT,
     CheckpointError,
     load_payload,
     model_payload,
+    payload_config,
     save_payload,
 )
 from common.models.interface import GenerativeModel, unwrap
@@ -64,7 +66,8 @@ def read_prior(name: str) -> dict[str, Any]:
         ConfigError: no such prior; CheckpointError: the file is not a fedsynth prior.
     """
     path = prior_path(name)
-    payload = load_payload(path, MODEL_FORMAT, "prior")
+    payload = load_payload(path, MODEL_FORMAT, "prior", MODEL_FIELDS)
+    payload_config(path, payload, "prior")
     if not isinstance(payload.get(PRIOR_KEY), dict):
         raise CheckpointError(
             f"{path}: a model file, but not a public prior (it has no record of being trained "

@@ -45,6 +45,40 @@ def test_check_lists_every_problem_and_fails(ct_site: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def _cut_case(site: Path) -> Path:
+    """Add case 'cut' whose image is a .nii.gz cut at two thirds (a copy that stopped)."""
+    write_pattern_case(site, "cut", *tiny_ct())
+    path = site / "cut_image.nii.gz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    return path
+
+
+def test_check_shows_a_truncated_file_in_the_table(ct_site: Path) -> None:
+    cut = _cut_case(ct_site)
+    result = RUNNER.invoke(data_app, ["check", str(ct_site)])
+    assert result.exit_code == 1, result.output
+    assert "Aborted" not in result.output
+    assert "Traceback" not in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│ ")]
+    assert [row.split("│")[1].strip() for row in rows if row.split("│")[1].strip()] == [
+        "a",
+        "b",
+        "cut",
+    ]
+    assert "unreadable" in result.output
+    below = result.output.split("┘")[-1]  # problems in full under the 80-column table
+    prose = " ".join(line.strip() for line in below.splitlines())
+    assert "cut unreadable:" in prose
+    assert "compressed voxel data is truncated or corrupt" in prose
+    assert len(below.splitlines()) <= 8  # not one word a line
+    assert "1 problem in 1 case (2 valid)" in result.output
+    prepared = RUNNER.invoke(data_app, ["prepare", str(ct_site), "--out", str(ct_site / "out")])
+    assert prepared.exit_code == 2, prepared.output
+    assert str(cut) in prepared.output.replace("\n", "")
+    assert not (ct_site / "out").exists()
+
+
 def test_check_with_skip_bad_says_how_many(ct_site: Path) -> None:
     _bad_site(ct_site)
     result = RUNNER.invoke(data_app, ["check", str(ct_site), "--skip-bad"])

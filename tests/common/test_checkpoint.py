@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,8 +11,10 @@ from model_support import tiny_config
 
 from common.models.checkpoint import (
     CheckpointError,
+    UnsafeFileError,
     load_checkpoint,
     load_model,
+    load_payload,
     model_hash,
     save_checkpoint,
     save_model,
@@ -87,17 +90,65 @@ class _RunsCode:
         return (os.system, ("touch /nonexistent-fedsynth-marker",))
 
 
-def test_a_model_file_carrying_code_is_refused_without_running_it(tmp_path: Path) -> None:
-    path = tmp_path / "model.pt"
-    torch.save({"format": "fedsynth-model/1", "payload": _RunsCode()}, path)
-    calls: list[str] = []
+@pytest.mark.parametrize(
+    ("loader", "file_format"),
+    [
+        (load_model, "fedsynth-model/1"),
+        (lambda path: load_checkpoint(path, build_model(CONFIG)), "fedsynth-checkpoint/1"),
+        (lambda path: load_payload(path, "fedsynth-server-checkpoint/1", "x"), "any"),
+    ],
+)
+def test_a_file_carrying_code_is_refused_without_running_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: Any, file_format: str
+) -> None:
     import os
 
-    original = os.system
-    os.system = lambda command: calls.append(command) or 0  # type: ignore[assignment,misc]
-    try:
-        with pytest.raises(CheckpointError, match="corrupt"):
-            load_model(path)
-    finally:
-        os.system = original
+    path = tmp_path / "model.pt"
+    torch.save({"format": file_format, "payload": _RunsCode()}, path)
+    calls: list[str] = []
+    monkeypatch.setattr(os, "system", lambda command: calls.append(command) or 0)
+    with pytest.raises(UnsafeFileError, match=r"refused unread: .* carries Python objects") as info:
+        loader(path)
+    assert str(path) in str(info.value)
     assert calls == []
+
+
+def _saved_payload(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    path = tmp_path / "model.pt"
+    save_model(path, build_model(CONFIG), CONFIG)
+    return path, torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"model.channels": "0,16"}, "settings are invalid .*model.channels"),
+        ({"model.chanels": "8"}, "settings are invalid .*unknown setting 'model.chanels'"),
+        ({"model.family": "gan"}, "says family 'diffusion' but its settings say"),
+    ],
+)
+def test_the_settings_inside_a_model_file_are_checked(
+    tmp_path: Path, change: dict[str, str], match: str
+) -> None:
+    path, payload = _saved_payload(tmp_path)
+    payload["run_config"] = {**payload["run_config"], **change}
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_model(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("key", ["networks", "run_config", "family", "hash"])
+def test_a_model_file_missing_a_field_is_refused(tmp_path: Path, key: str) -> None:
+    path, payload = _saved_payload(tmp_path)
+    payload[key] = None
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=f"incomplete: '{key}' is missing"):
+        load_model(path)
+
+
+def test_a_checkpoint_for_another_model_is_refused(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c.pt", build_model(CONFIG), {"step": 1})
+    other = build_model(tiny_config(**{"model.family": "diffusion", "model.channels": "16"}))
+    with pytest.raises(CheckpointError, match=r"does not fit this model .*without --resume"):
+        load_checkpoint(tmp_path / "c.pt", other)

@@ -70,7 +70,7 @@ def test_missing_unsupported_truncated_and_garbage_files(tmp_path: Path) -> None
     assert info.value.path == truncated
     garbage = tmp_path / "garbage.nrrd"
     garbage.write_bytes(b"\x00\x01not an nrrd")
-    with pytest.raises(DataError, match="cannot be read"):
+    with pytest.raises(DataError, match="not an NRRD file"):
         read_image(garbage)
 
 

@@ -387,7 +387,7 @@ def test_bad_cases_are_reported_with_their_ids(
         ("missing-case", "unreadable"),
     ]
     assert "empty-case: mask holds no voxel of label 1" in bad[0].reason
-    assert f"{broken.image}: cannot be read" in bad[1].reason
+    assert f"{broken.image}: is truncated or corrupt" in bad[1].reason
     assert f"{tmp_path / 'no.nii.gz'}: file not found" in bad[2].reason
 
 

@@ -132,7 +132,7 @@ def test_an_unreadable_image(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"this is not an image")
     result = _run(garbage, mask, "--out", tmp_path / "f.csv")
-    _assert_user_error(result, f"{garbage}: cannot be read")
+    _assert_user_error(result, f"{garbage}: is truncated or corrupt")
     _nothing_written(tmp_path)
 
 

@@ -38,6 +38,29 @@ def test_the_summary_names_cases_sites_and_the_largest_epsilon() -> None:
     assert "epsilon 8 " in lines[1]
 
 
+def test_a_local_run_is_not_called_federated() -> None:
+    local = {**RELEASE, "rounds": 1, "sites": [{"name": "site", "epsilon": 2.0, "delta": 1e-5}]}
+    (first, *_) = plain_summary({**results(), "release": local})
+    assert "diffusion model trained at one site, compared with 5 real cases" in first
+    assert "federated" not in first
+    (first, *_) = plain_summary(results())
+    assert "trained over 3 federated rounds at 2 sites" in first
+
+
+def test_a_ratio_is_undefined_when_real_training_did_not_learn() -> None:
+    row = {
+        "structure": "tumour",
+        "synthetic_dice": 0.002,
+        "real_dice": 0.007,
+        "synthetic_over_real_dice": None,
+        "study_synthetic_dice": None,
+    }
+    text = " ".join(plain_summary(results(utility={"computed": True, "study_table": [row]})))
+    assert "with Dice 0.002; real-data training reached only Dice 0.007, so it did not" in text
+    assert "the synthetic/real ratio is undefined" in text
+    assert "% of real-data training" not in text
+
+
 @pytest.mark.parametrize(
     ("real", "synthetic", "verdict"),
     [

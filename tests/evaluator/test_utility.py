@@ -474,6 +474,20 @@ def test_real_dice_of_zero_gives_no_ratio() -> None:
     assert result.dice_ratio("tumour") is None
 
 
+def test_a_real_arm_under_the_minimum_dice_gives_no_ratio() -> None:
+    weak = StructureStats((0.007,), (math.nan,), (1,))
+    fair = StructureStats((0.3,), (math.nan,), (1,))
+    arms = {"real": ArmResult("real", 1, {"tumour": weak, "bone": fair}, (1.0,))}
+    arms["synthetic"] = ArmResult("synthetic", 1, {"tumour": fair, "bone": fair}, (1.0,))
+    arms["real+synthetic"] = ArmResult("real+synthetic", 2, reason="not run")
+    structures: dict[str, tuple[int, ...]] = {"tumour": (1,), "bone": (2,)}
+    result = UtilityResult(arms, (0,), 1, SPACING, structures, SegmentationRecipe(), 0.1)
+    assert result.dice_ratio("tumour") is None  # 0.3 / 0.007 = 43 would mean nothing
+    assert result.dice_ratio("bone") == pytest.approx(1.0)
+    lenient = UtilityResult(arms, (0,), 1, SPACING, structures, SegmentationRecipe(), 0.0)
+    assert lenient.dice_ratio("tumour") == pytest.approx(0.3 / 0.007)
+
+
 def test_schema_helpers() -> None:
     assert schema_structures("ct") == {"tumour": frozenset({1}), "bone": frozenset({2})}
     assert schema_structures("mri")["tumour"] == frozenset({1, 2, 3})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
 from model_support import tiny_config
 from typer.testing import CliRunner
 
@@ -46,3 +48,30 @@ def test_sample_from_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no model file here" in result.output
     assert not (tmp_path / "r").exists()
+
+
+class _Payload:
+    """Unpickling this would run ``os.system``."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("echo owned",))
+
+
+def test_sample_refuses_a_model_file_carrying_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    _run(tmp_path)
+    torch.save({"format": "fedsynth-model/1", "hook": _Payload()}, tmp_path / "model.pt")
+    calls: list[str] = []
+    monkeypatch.setattr(os, "system", lambda command: calls.append(command) or 0)
+    out = tmp_path / "release"
+    result = RUNNER.invoke(app, ["sample", "--run", str(tmp_path), "--n", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "refused unread" in result.output
+    assert "Traceback" not in result.output
+    assert calls == []
+    assert not out.exists()
