@@ -605,6 +605,53 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The nearest-neighbour memorization audit at a site (``common.audit``)."""
+
+    percentile: float = setting(
+        1.0,
+        "a space's threshold: this percentile of the held-out cases' nearest distances to the "
+        "training cases (how close two different patients of the site normally are)",
+        minimum=0.0,
+        maximum=50.0,
+    )
+    threshold_factor: float = setting(
+        0.5,
+        "a space's threshold is this fraction of that percentile: a case is flagged when it is "
+        "clearly closer to a training case than two different patients are",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_holdout: int = setting(
+        10,
+        "fewer held-out cases than this: calibrate on the training cases' nearest other "
+        "training case instead (leave-one-out), and say so in the audit",
+        minimum=1,
+    )
+    shift_voxels: int = setting(
+        2,
+        "voxel and label distances are the best over shifts of up to this many voxels",
+        minimum=0,
+    )
+    slab_voxels: int = setting(
+        4,
+        "voxel distances are the best over slabs this thick along z (stride half of it), so "
+        "that a copied part of a volume is caught",
+        minimum=1,
+    )
+    top_k: int = setting(
+        3,
+        "neighbours kept per case and space; also the candidates per coarse space whose exact "
+        "shifted distances are computed",
+        minimum=2,
+    )
+    chunk_cases: int = setting(64, "query cases per chunk of the search (bounds memory)", minimum=1)
+
+    def __post_init__(self) -> None:
+        _check_fields("audit", self)
+
+
+@dataclass(frozen=True)
 class FedsynthConfig:
     """Every run setting of fedsynth, one section per concern."""
 
@@ -617,6 +664,7 @@ class FedsynthConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
         _check_fields("", self)
@@ -641,6 +689,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "training": TrainingConfig,
     "privacy": PrivacyConfig,
+    "audit": AuditConfig,
 }
 TOP_LEVEL = ("seed",)
 

@@ -17,18 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from common.config import FedsynthConfig, load_config
-from common.data.imageio import read_image
 from common.data.loading import load_case
 from common.data.preprocess import prepare_case
 from common.data.site import check_site, usable_cases
-from common.errors import DataError, FedsynthError
+from common.errors import FedsynthError
 from common.release import MANIFEST_FILE, read_manifest, release_intensity
-
-IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
-IMAGE_SUFFIX, LABEL_SUFFIX = "_0000.nii.gz", ".nii.gz"
+from common.release_reader import read_release_pairs
 
 
 class EvaluationInputError(FedsynthError, ValueError):
@@ -84,34 +80,16 @@ def load_release(release: Path, config: FedsynthConfig) -> list[EvalCase]:
         EvaluationInputError: a case's image or label map is missing, unreadable or on
             another grid.
     """
-    cases = []
-    images = sorted((release / IMAGES_DIR).glob(f"*{IMAGE_SUFFIX}"))
-    if not images:
-        raise EvaluationInputError(f"{release / IMAGES_DIR}: no synthetic images here")
-    for image_path in images:
-        case_id = image_path.name.removesuffix(IMAGE_SUFFIX)
-        label_path = release / LABELS_DIR / f"{case_id}{LABEL_SUFFIX}"
-        image, label = _read(image_path), _read(label_path)
-        for path, array in ((image_path, image), (label_path, label)):
-            if array.shape != _shape_zyx(config):
-                raise EvaluationInputError(
-                    f"{path}: grid {array.shape[::-1]} (x, y, z), but the release's manifest "
-                    f"says data.target-shape = {config.data.target_shape}: the release was "
-                    "altered; sample it again"
-                )
-        cases.append(
-            EvalCase(case_id, image.astype(np.float32), label.astype(np.uint8), _spacing(config))
+    hint = (
+        f"the release's manifest says data.target-shape = {config.data.target_shape}: the "
+        "release was altered; sample it again"
+    )
+    return [
+        EvalCase(case_id, image.astype(np.float32), label.astype(np.uint8), _spacing(config))
+        for case_id, image, label in read_release_pairs(
+            release, _shape_zyx(config), EvaluationInputError, hint
         )
-    return cases
-
-
-def _read(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: missing; a release pairs every image with a label map")
-    try:
-        return sitk.GetArrayFromImage(read_image(path))
-    except DataError as err:
-        raise EvaluationInputError(str(err)) from None
+    ]
 
 
 def load_real(root: Path, config: FedsynthConfig) -> list[EvalCase]:

@@ -11,6 +11,13 @@ import SimpleITK as sitk
 
 from common.config import PhantomConfig
 
+HEAD_CT_SETTINGS = {
+    "data.image-pattern": "{case}.nii.gz",
+    "data.label-pattern": "{case}_bone.nii.gz",
+    "data.label-remap": "1:2",
+    "data.require-tumour": False,
+}
+"""How fedsynth reads the shared head CT (a pattern layout, its bone mask as label 2)."""
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

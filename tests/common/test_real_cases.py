@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from data_support import shared_case
+from data_support import HEAD_CT_SETTINGS, shared_case
 
 from common.config import load_config
 from common.data.site import check_site
-
-HEAD_CT_SETTINGS = {
-    "data.image-pattern": "{case}.nii.gz",
-    "data.label-pattern": "{case}_bone.nii.gz",
-    "data.label-remap": "1:2",
-    "data.require-tumour": False,
-}
 
 
 def test_brain_mri_with_tumour_label() -> None:

@@ -1,0 +1,48 @@
+"""Reading a release's synthetic pairs back as arrays (the evaluator's and the audit's input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from common.data.imageio import read_image
+from common.errors import DataError, FedsynthError
+
+IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
+IMAGE_SUFFIX, LABEL_SUFFIX = "_0000.nii.gz", ".nii.gz"
+
+
+def _read(path: Path, error: type[FedsynthError]) -> np.ndarray:
+    if not path.is_file():
+        raise error(f"{path}: missing; a release pairs every image with a label map")
+    try:
+        return sitk.GetArrayFromImage(read_image(path))
+    except DataError as err:
+        raise error(str(err)) from None
+
+
+def read_release_pairs(
+    release: Path, shape_zyx: tuple[int, int, int], error: type[FedsynthError], grid_hint: str
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every (case id, image, label map) of a release in file order, each checked to lie on
+    ``shape_zyx``; arrays as stored (images in release units).
+
+    Raises:
+        error: no images, a missing or unreadable file, or a case on another grid (the
+            message ends with ``grid_hint``).
+    """
+    images = sorted((release / IMAGES_DIR).glob(f"*{IMAGE_SUFFIX}"))
+    if not images:
+        raise error(f"{release / IMAGES_DIR}: no synthetic images here")
+    pairs = []
+    for image_path in images:
+        case_id = image_path.name.removesuffix(IMAGE_SUFFIX)
+        label_path = release / LABELS_DIR / f"{case_id}{LABEL_SUFFIX}"
+        image, label = _read(image_path, error), _read(label_path, error)
+        for path, array in ((image_path, image), (label_path, label)):
+            if array.shape != shape_zyx:
+                raise error(f"{path}: grid {array.shape[::-1]} (x, y, z), but {grid_hint}")
+        pairs.append((case_id, image, label))
+    return pairs
