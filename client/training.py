@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from common.config import FedsynthConfig, to_run_config
+from common.config import FedsynthConfig, Scalar, changed_settings, to_run_config
 from common.data.dataset import CachedCases
-from common.models.checkpoint import load_checkpoint, save_checkpoint, save_model
+from common.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
 from common.models.prior import initial_model
 from common.models.schedule import apply_learning_rates, learning_rate_factor
@@ -221,6 +221,24 @@ def _append_metrics(path: Path, step: int, losses: dict[str, float]) -> None:
         handle.write(json.dumps({"step": step, **losses}) + "\n")
 
 
+def _resumable_state(
+    checkpoint_path: Path, model: GenerativeModel, run_config: dict[str, Scalar]
+) -> dict[str, Any]:
+    """The checkpoint's saved state, refused when it is missing or its settings differ."""
+    if not checkpoint_path.exists():
+        raise CheckpointError(
+            f"{checkpoint_path}: no checkpoint to resume from; run without --resume to start"
+        )
+    saved = load_checkpoint(checkpoint_path, model)
+    changed = changed_settings(saved.get("run_config", {}), run_config)
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint_path}: the run was started with other settings ({', '.join(changed)}); "
+            "resume it with the settings it started with, or start without --resume"
+        )
+    return saved
+
+
 def train_site(
     config: FedsynthConfig,
     cache: Path,
@@ -234,14 +252,19 @@ def train_site(
     """``fedsynth train``: train one site's generator from its prepared cache into ``run``.
 
     Writes ``model.pt``, ``run.json``, ``metrics.jsonl`` and resumable ``checkpoint.pt``.
+
+    Raises:
+        CheckpointError: ``resume`` was asked but there is no checkpoint, it does not fit the
+            model, or it was written with other settings (the message names them).
     """
     dataset = CachedCases(cache, config.model.spatial_dims)
     model = initial_model(config).to(resolve_device(config))
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_FILE
+    run_config = to_run_config(config)
     resume_from, run_id = None, uuid.uuid4().hex
-    if resume and checkpoint_path.exists():
-        saved = load_checkpoint(checkpoint_path, model)
+    if resume:
+        saved = _resumable_state(checkpoint_path, model, run_config)
         resume_from = TrainingState(saved["step"], saved["generators"])
         run_id = str(saved["run_id"])
     elif checkpoint_path.exists():
@@ -252,7 +275,8 @@ def train_site(
         ledger = PrivacyLedger.open(ledger_dir, dataset.index.source_fingerprint, config.privacy)
 
     def save(state: TrainingState) -> None:
-        save_checkpoint(checkpoint_path, model, {**state.to_dict(), "run_id": run_id})
+        saved = {**state.to_dict(), "run_id": run_id, "run_config": run_config}
+        save_checkpoint(checkpoint_path, model, saved)
 
     def step_done(step: int, losses: dict[str, float]) -> None:
         _append_metrics(run / METRICS_FILE, step, losses)
@@ -270,9 +294,7 @@ def train_site(
         checkpoint=save,
         on_step=step_done,
     )
-    (run / "config.json").write_text(
-        json.dumps(to_run_config(config), indent=2) + "\n", encoding="utf-8"
-    )
+    (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
     digest = save_model(run / MODEL_FILE, model, config)
     summary = RunSummary(
         family=model.family,

@@ -523,7 +523,10 @@ class TrainingConfig:
         1, "passes over the site's cases per run or federated round", minimum=1
     )
     max_steps: int = setting(
-        0, "stop a run or round after this many steps (0: no limit)", minimum=0
+        0,
+        "cap on a run's or round's steps, which are min(local-epochs x ceil(cases / "
+        "batch-size), max-steps): raise local-epochs to train longer (0: no cap)",
+        minimum=0,
     )
     learning_rate: float = setting(2e-4, "Adam learning rate of generators", minimum=0.0)
     discriminator_learning_rate: float = setting(
@@ -748,6 +751,16 @@ def valid_keys() -> list[str]:
 def default_run_config() -> dict[str, Scalar]:
     """The defaults as Flower's flat run config (what ``pyproject.toml`` must hold)."""
     return to_run_config(FedsynthConfig())
+
+
+RESUME_IGNORED_KEYS = ("federation.resume", "federation.run-dir", "federation.reply-timeout-s")
+"""Settings a resumed run may change; every other setting must equal the checkpoint's."""
+
+
+def changed_settings(started: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The run-config keys (sorted) whose values differ between a run's start and its resume."""
+    keys = (set(started) | set(now)) - set(RESUME_IGNORED_KEYS)
+    return sorted(k for k in keys if started.get(k) != now.get(k))
 
 
 def to_run_config(config: FedsynthConfig) -> dict[str, Scalar]:

@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common.atomic import atomic_write_text, is_nonempty_dir
-from common.config import FedsynthConfig, to_run_config
+from common.config import RESUME_IGNORED_KEYS, FedsynthConfig, changed_settings, to_run_config
 from common.errors import FedsynthError, OutputExistsError
 from common.exchange import (
     EXAMPLES_KEY,
@@ -61,8 +61,6 @@ LOGGER = logging.getLogger("fedsynth.server")
 SERVER_CHECKPOINT_FILE = "server-checkpoint.pt"
 ROUNDS_FILE = "rounds.jsonl"
 CHECKPOINT_FORMAT = "fedsynth-server-checkpoint/1"
-RESUME_IGNORED_KEYS = ("federation.resume", "federation.run-dir", "federation.reply-timeout-s")
-"""Settings a resumed run may change; every other setting must equal the checkpoint's."""
 NOT_AVERAGED = (SITE_KEY, SITE_WEIGHT_KEY, ROUND_KEY)
 """Reply metrics left out of a round's aggregated metrics."""
 RUN_ID_LENGTH = 32
@@ -275,10 +273,6 @@ def _restore_strategy(strategy: Strategy, saved: dict[str, float]) -> None:
         strategy.clipping_norm = saved["clipping_norm"]  # type: ignore[attr-defined]
 
 
-def _comparable(run_config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in run_config.items() if k not in RESUME_IGNORED_KEYS}
-
-
 def _start(config: FedsynthConfig, run_dir: Path, initial: ArrayRecord) -> FederationState:
     """A fresh state, or the checkpointed one with ``federation.resume``."""
     checkpoint = run_dir / SERVER_CHECKPOINT_FILE
@@ -290,11 +284,7 @@ def _start(config: FedsynthConfig, run_dir: Path, initial: ArrayRecord) -> Feder
                 "federation.resume (--resume) to start the run"
             )
         state = _load_state(checkpoint)
-        changed = sorted(
-            k
-            for k in set(_comparable(state.run_config)) | set(_comparable(run_config))
-            if state.run_config.get(k) != run_config.get(k)
-        )
+        changed = changed_settings(state.run_config, run_config)
         if changed:
             raise ResumeError(
                 f"{checkpoint}: the run was started with other settings ({', '.join(changed)}); "
@@ -321,7 +311,8 @@ def _start(config: FedsynthConfig, run_dir: Path, initial: ArrayRecord) -> Feder
 def run_identity(run_config: dict[str, Any]) -> str:
     """A run's id: a hash of its settings (seed included), so the same settings give the same
     run, seeds and result; it names the run's privacy-ledger charges and site pseudonyms."""
-    text = json.dumps(_comparable(run_config), sort_keys=True)
+    comparable = {k: v for k, v in run_config.items() if k not in RESUME_IGNORED_KEYS}
+    text = json.dumps(comparable, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 

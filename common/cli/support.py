@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -101,14 +102,60 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def progress() -> Progress:
-    """A rich progress bar for steps over cases or rounds."""
+PROGRESS_LINES_PER_TASK = 10
+"""Off a terminal, a task prints a line each time it passes another tenth of its total."""
+
+
+class LineProgress(Progress):
+    """Progress for output sent to a file or a pipe, where rich draws nothing until the end:
+    a plain line when a task starts and each time it passes another tenth of its total."""
+
+    def __init__(self, output: Console) -> None:
+        super().__init__(console=output, disable=True)
+        self._reported: dict[TaskID, int] = {}
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self.console.print(f"{description}: started", markup=False, highlight=False)
+        self._reported[task_id] = 0
+        return task_id
+
+    def update(self, task_id: TaskID, *args: Any, **kwargs: Any) -> None:
+        super().update(task_id, *args, **kwargs)
+        self._report(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+    def _report(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        if not task.total:
+            return
+        tenth = int(PROGRESS_LINES_PER_TASK * min(task.completed, task.total) / task.total)
+        if tenth <= self._reported[task_id]:
+            return
+        self._reported[task_id] = tenth
+        elapsed = int(task.elapsed or 0)
+        self.console.print(
+            f"{task.description}: {task.completed:g}/{task.total:g} ({elapsed} s)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def progress(output: Console | None = None) -> Progress:
+    """A rich progress bar for steps over cases or rounds on a terminal; plain progress lines
+    (:class:`LineProgress`) when the output goes to a file or a pipe."""
+    output = output or console
+    if not output.is_terminal:
+        return LineProgress(output)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=output,
         transient=False,
     )
 

@@ -44,3 +44,16 @@ def test_over_budget_training_is_a_message(tmp_path: Path) -> None:
     assert "over the budget" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_resume_with_other_settings_is_a_message_naming_the_key(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    args = ["train", "--data", str(site), "--out", str(tmp_path / "run")]
+    args += ["--ledger", str(tmp_path / "l"), "--model", "gan"]
+    settings = f"{SETTINGS} training.checkpoint-every=1"
+    assert RUNNER.invoke(app, [*args, "--run-config", settings]).exit_code == 0
+    other = settings.replace("training.max-steps=2", "training.max-steps=5")
+    result = RUNNER.invoke(app, [*args, "--resume", "--run-config", other])
+    assert result.exit_code == 2, result.output
+    assert "other settings (training.max-steps)" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

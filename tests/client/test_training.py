@@ -12,7 +12,7 @@ from model_support import tiny_config
 from client.training import planned_steps, train_site
 from common.config import FedsynthConfig
 from common.data.site import prepare_site
-from common.models.checkpoint import load_model
+from common.models.checkpoint import CheckpointError, load_model
 from common.privacy.ledger import BudgetExceededError, PrivacyLedger
 from common.runs import read_summary
 from simulations.phantoms import write_cohort
@@ -83,6 +83,34 @@ def test_resume_after_a_crash_is_charged_once(tmp_path: Path) -> None:
         config, cache, tmp_path / "other", site_name="a", ledger_dir=tmp_path / "l2"
     )
     assert resumed.sites[0].epsilon == pytest.approx(uninterrupted.sites[0].epsilon)
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)
+    cache = _site(tmp_path, config)
+    run = tmp_path / "run"
+    train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
+    fingerprint = json.loads((cache / "index.json").read_text(encoding="utf-8"))[
+        "source_fingerprint"
+    ]
+    spent = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy).spent_epsilon()
+    changed = tiny_config(**{**SETTINGS, "training.max-steps": 7, "training.learning-rate": 0.5})
+    with pytest.raises(CheckpointError, match=r"\(training\.learning-rate, training\.max-steps\)"):
+        train_site(changed, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
+    ledger = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy)
+    assert ledger.spent_epsilon() == pytest.approx(spent)
+    same = train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
+    assert same.steps == 4
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)
+    cache = _site(tmp_path, config)
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        train_site(
+            config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l", resume=True
+        )
+    assert not (tmp_path / "run" / "model.pt").exists()
 
 
 def test_over_budget_run_is_refused_before_training(tmp_path: Path) -> None:
