@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from common.cli.support import console, progress, user_errors
+from common.config import parse_run_config_args
 from server.sampling import release_from_run
 
 
@@ -17,12 +18,24 @@ def sample_command(
     out: Path = typer.Option(..., "--out", help="The release folder to write (nnU-Net raw)."),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: the run's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing release."),
+    run_config: str | None = typer.Option(
+        None,
+        "--run-config",
+        help="Sampling settings as 'key=value' (model.sampler, model.sampling-steps).",
+    ),
 ) -> None:
     """Generate N fully synthetic (image, label map) pairs and write them as a release."""
+    sampling = parse_run_config_args(run_config, None)
     with progress() as bar:
         task = bar.add_task("sampling synthetic cases", total=n)
         config, case_ids = release_from_run(
-            run, n, out, seed=seed, overwrite=overwrite, on_batch=lambda k: bar.advance(task, k)
+            run,
+            n,
+            out,
+            seed=seed,
+            overwrite=overwrite,
+            sampling=sampling,
+            on_batch=lambda k: bar.advance(task, k),
         )
     console.print(
         f"wrote {len(case_ids)} synthetic {config.data.modality} cases to {out} "

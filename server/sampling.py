@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from common.config import FedsynthConfig
+from common.config import FedsynthConfig, Scalar, load_config, to_run_config
+from common.errors import ConfigError
 from common.models.checkpoint import load_model, model_hash
 from common.models.interface import GenerativeModel, SyntheticPairs
 from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE, read_summary
 from common.seeding import torch_generator
+
+SAMPLING_KEYS = ("model.sampler", "model.sampling-steps")
+"""Settings ``fedsynth sample --run-config`` may change: how a trained model is sampled, not
+what it is (every other setting is the model's own and stays as it was trained)."""
+
+
+def sampling_config(config: FedsynthConfig, overrides: Mapping[str, Scalar]) -> FedsynthConfig:
+    """The trained model's config with its sampling settings changed (validated like any other).
+
+    Raises:
+        ConfigError: a key is not a sampling setting, or a value is invalid.
+    """
+    others = sorted(set(overrides) - set(SAMPLING_KEYS))
+    if others:
+        raise ConfigError(
+            f"{', '.join(others)}: only the sampling settings ({', '.join(SAMPLING_KEYS)}) can "
+            "change at sampling; the others are the trained model's own"
+        )
+    return load_config({**to_run_config(config), **overrides})
 
 
 def sample_pairs(
@@ -43,10 +63,15 @@ def release_from_run(
     *,
     seed: int | None = None,
     overwrite: bool = False,
+    sampling: Mapping[str, Scalar] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[FedsynthConfig, list[str]]:
-    """Sample ``n`` pairs from a run's model and write them as a release folder."""
+    """Sample ``n`` pairs from a run's model and write them as a release folder; ``sampling``
+    changes the sampler settings (:data:`SAMPLING_KEYS`), and the manifest records them."""
     model, config = load_model(run / MODEL_FILE)
+    if sampling:
+        config = sampling_config(config, sampling)
+        model.config = config.model
     summary = read_summary(run)
     root_seed = config.seed if seed is None else seed
     generator = torch_generator(root_seed, "release")

@@ -19,9 +19,14 @@ from simulations.cli import app
 RUNNER = CliRunner()
 
 
-def _run(folder: Path) -> None:
+def _run(folder: Path, diffusion_steps: int = 1000) -> None:
     config = tiny_config(
-        **{"model.family": "diffusion", "model.channels": "8", "model.sampling-steps": 2}
+        **{
+            "model.family": "diffusion",
+            "model.channels": "8",
+            "model.sampling-steps": 2,
+            "model.diffusion-steps": diffusion_steps,
+        }
     )
     model = build_model(config)
     digest = save_model(folder / "model.pt", model, config)
@@ -39,6 +44,41 @@ def test_sample_writes_a_release_with_provenance(tmp_path: Path) -> None:
     assert manifest["sites"] == [{"name": "site", "epsilon": 1.5, "delta": 1e-5}]
     assert (manifest["sampler"], manifest["sampling_steps"]) == ("ddim", 2)
     assert manifest["cases"] == 3
+
+
+def test_sample_run_config_changes_the_sampler_and_the_manifest_says_so(tmp_path: Path) -> None:
+    _run(tmp_path, diffusion_steps=10)  # DDPM walks every diffusion step
+    out = tmp_path / "release"
+    args = ["sample", "--run", str(tmp_path), "--n", "2", "--out", str(out)]
+    result = RUNNER.invoke(app, [*args, "--run-config", 'model.sampler="ddpm"'])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sampler"] == "ddpm"
+    result = RUNNER.invoke(app, [*args, "--overwrite", "--run-config", "model.sampling-steps=3"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["sampler"], manifest["sampling_steps"]) == ("ddim", 3)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model.channels='16'", "only the sampling settings"),
+        ("model.sampling-steps=0", "model.sampling-steps"),
+        ("model.sampler='euler'", "model.sampler"),
+    ],
+)
+def test_sample_run_config_refuses_other_or_bad_settings(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    _run(tmp_path)
+    out = tmp_path / "release"
+    args = ["sample", "--run", str(tmp_path), "--n", "1", "--out", str(out)]
+    result = RUNNER.invoke(app, [*args, "--run-config", setting])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_sample_from_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
