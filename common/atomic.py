@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -9,7 +10,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.errors import OutputExistsError
+from common.errors import DiskFullError, OutputExistsError
+
+
+@contextmanager
+def disk_full_reported(path: Path) -> Iterator[None]:
+    """Turn a full disk (``ENOSPC``) met inside the block into a :class:`DiskFullError`
+    naming ``path``, the output being written (not a temporary file beside it)."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, DiskFullError) or err.errno == errno.ENOSPC:
+            raise DiskFullError(path) from err
+        raise
 
 
 def _default_mode(requested: int) -> int:
@@ -25,7 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with disk_full_reported(path), os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -64,7 +77,8 @@ def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     staging.chmod(_default_mode(0o777))  # mkdtemp makes it owner-only; `out` gets the usual mode
     try:
-        yield staging
+        with disk_full_reported(out):
+            yield staging
         if out.exists():
             retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
             os.replace(out, retired / out.name)

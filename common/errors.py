@@ -33,6 +33,17 @@ class DataError(FedsynthError, ValueError):
         super().__init__(text)
 
 
+class DiskFullError(FedsynthError, OSError):
+    """The disk ran out of space while an output was written; the output is as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"the disk holding {path} is full (no space left on device); nothing was changed "
+            f"there: free some space (or write elsewhere) and run the command again"
+        )
+
+
 class OutputExistsError(FedsynthError, FileExistsError):
     """An output folder already holds files and overwriting was not asked for."""
 

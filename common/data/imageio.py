@@ -6,6 +6,7 @@ DICOM series (the one series it holds; a folder with several series is refused).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import math
 import os
@@ -19,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from common.atomic import disk_full_reported
 from common.config import DEFAULT_MAX_VOXELS
 from common.data.dicom_series import read_dicom_series
 from common.data.headers import HeaderFacts, check_header, header_error
 from common.data.nifti_header import read_nifti_header
 from common.data.problems import ProblemKind
 from common.data.text_headers import read_meta_header, read_nrrd_header
-from common.errors import DataError
+from common.errors import DataError, DiskFullError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -151,11 +153,33 @@ def write_image(image: sitk.Image, path: Path, *, compress: bool = True) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        sitk.WriteImage(image, str(staging / path.name), useCompression=compress)
+        with disk_full_reported(path):
+            sitk.WriteImage(image, str(staging / path.name), useCompression=compress)
+        _check_written(staging / path.name, image, path)
         for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
             os.replace(written, path.parent / written.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_written(staged: Path, image: sitk.Image, path: Path) -> None:
+    """Read the staged file back: ITK ignores a failed write (a full disk leaves a cut-short
+    file and no error), so a file that does not read back as ``image``'s grid is refused.
+
+    Raises:
+        DiskFullError: it does not read back and the disk has less room than the image needs.
+        OSError: it does not read back for another reason (named ``path``).
+    """
+    try:
+        size = sitk.ReadImage(str(staged)).GetSize()
+    except RuntimeError:
+        size = None
+    if size == image.GetSize():
+        return
+    needed = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * 8
+    if shutil.disk_usage(staged.parent).free < needed:
+        raise DiskFullError(path)
+    raise OSError(errno.EIO, "the image did not read back intact after writing", str(path))
 
 
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes: FLOAT32, FLOAT64

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from simulations.cli import app
@@ -68,6 +70,31 @@ def test_phantoms_refuse_to_overwrite_and_bad_settings(tmp_path: Path) -> None:
     assert "phantoms.size = 2 is below its minimum 8" in output
     assert not (tmp_path / "x").exists()
     assert not (tmp_path / "y").exists()
+
+
+def test_a_full_disk_while_writing_images_keeps_the_old_cohort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ITK ignores a failed write (a file cut short on a full disk, no error: seen with
+    /dev/full): the read-back check finds it, the command names the folder, the old stays."""
+    out = tmp_path / "ct"
+    small = ("--modality", "ct", "--cases", "1", "--sites", "1", "--size", "16")
+    assert _invoke("phantoms", *small, "--out", str(out))[0] == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def cut_short(image: object, name: str, **_: object) -> None:
+        Path(name).write_bytes(b"\x1f\x8b")  # a gzip stream's first two bytes
+
+    monkeypatch.setattr("common.data.imageio.sitk.WriteImage", cut_short)
+    monkeypatch.setattr(
+        "common.data.imageio.shutil.disk_usage", lambda _: shutil._ntuple_diskusage(1, 1, 0)
+    )
+    code, output = _invoke("phantoms", *small, "--out", str(out), "--overwrite")
+    assert code == 2, output
+    assert "is full" in output
+    assert str(out.resolve()) in " ".join(output.split())
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ct"]
 
 
 def test_demo_trains_a_federation_and_releases_synthetic_cases(tmp_path: Path) -> None:
