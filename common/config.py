@@ -426,6 +426,19 @@ class ModelConfig:
         "al. 2024); otherwise the model learns to read the layout from the signal left at the "
         "last timestep, which sampling from pure noise does not have",
     )
+    denoiser_output: str = setting(
+        "velocity",
+        "diffusion: what the denoiser outputs: 'velocity' (v-prediction, MSE loss) or "
+        "'class-probabilities' (logits of each voxel's tissue class; the clean-map estimate is "
+        "their softmax, trained with cross-entropy), which keeps every estimate a mixture of "
+        "classes",
+        choices=("velocity", "class-probabilities"),
+    )
+    self_conditioning: bool = setting(
+        False,
+        "diffusion: the denoiser also sees its own previous estimate of the clean map (Chen et "
+        "al. 2023); half the training steps first make that estimate without gradients",
+    )
     sampler: str = setting(
         "ddim", "diffusion: sampler for synthetic cases", choices=("ddim", "ddpm")
     )

@@ -10,6 +10,12 @@ one network that DP-SGD trains as a whole):
   trained as a DDPM (``model.diffusion-steps``, ``model.beta-schedule``) with an MSE loss on the
   velocity (``diffusion_process``), optionally Min-SNR weighted (``model.min-snr-gamma``),
   weighted ``1 + model.tumour-weight`` inside the tumour (a few hundred voxels of a 32^3 map).
+  With ``model.denoiser-output = class-probabilities`` it outputs each voxel's class logits
+  instead: the clean-map estimate is their softmax (a mixture of classes, never an arbitrary
+  vector), trained with cross-entropy, as discrete-data diffusion models in continuous space
+  do (CDCD, Dieleman et al. 2022). With ``model.self-conditioning`` it also sees its previous
+  clean-map estimate (Chen et al. 2023, "analog bits"): at sampling the last step's, in
+  training for a random half of the cases its own estimate made without gradients.
   Discrete maps with ±1 contrasts are learned in a few thousand steps; the grey values of a CT,
   whose soft-tissue contrasts are a few hundredths of its window, are not (a joint image + label
   denoiser still drew speckle after 1,000 steps).
@@ -40,17 +46,18 @@ from typing import ClassVar
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
-from torch.nn.functional import mse_loss
+from torch.nn.functional import cross_entropy, mse_loss, softmax
 
 from common.config import ModelConfig, TrainingConfig
 from common.errors import ConfigError
 from common.models.diffusion_process import (
+    clean_from_velocity,
     loss_weights,
     one_hot_channels,
     reverse_process,
     sampling_scheduler,
     training_scheduler,
-    training_target,
+    velocity_target,
 )
 from common.models.gan_losses import tumour_values_for
 from common.models.gan_networks import PaintingUNet
@@ -86,9 +93,10 @@ class TissueGenerator(nn.Module):
 
     def __init__(self, config: ModelConfig, tissues: TissueClasses) -> None:
         super().__init__()
+        self.self_conditioning = config.self_conditioning
         self.denoiser = DiffusionModelUNet(
             spatial_dims=config.spatial_dims,
-            in_channels=tissues.count,
+            in_channels=tissues.count * (2 if config.self_conditioning else 1),
             out_channels=tissues.count,
             channels=config.channels,
             attention_levels=(False,) * len(config.channels),
@@ -100,13 +108,28 @@ class TissueGenerator(nn.Module):
         self.noise = NoiseLevel()
 
     def forward(
-        self, noisy: torch.Tensor, levels: torch.Tensor, tissue_one_hot: torch.Tensor
+        self,
+        noisy: torch.Tensor,
+        levels: torch.Tensor,
+        tissue_one_hot: torch.Tensor,
+        estimate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(velocity prediction for the noisy maps, image median, noise level) in one pass,
-        as Opacus' per-sample gradients need."""
-        velocity: torch.Tensor = self.denoiser(noisy, timesteps=levels)
+        """(the denoiser's output for the noisy maps, image median, noise level) in one pass,
+        as Opacus' per-sample gradients need; ``estimate`` is the self-conditioning input."""
+        denoised = self.denoise(noisy, levels, estimate)
         median, noise = self.paint(tissue_one_hot)
-        return velocity, median, noise
+        return denoised, median, noise
+
+    def denoise(
+        self, noisy: torch.Tensor, levels: torch.Tensor, estimate: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The denoiser's output for noisy maps; with self-conditioning, the previous clean-map
+        estimate (zeros for none) is given beside them."""
+        if self.self_conditioning:
+            given = torch.zeros_like(noisy) if estimate is None else estimate.to(noisy.dtype)
+            noisy = torch.cat([noisy, given], dim=1)
+        denoised: torch.Tensor = self.denoiser(noisy, timesteps=levels)
+        return denoised
 
     def paint(self, tissue_one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's median in (-1, 1), (B, 1, *s), and the noise level, (B, 1, 1, ...)."""
@@ -175,13 +198,20 @@ class DiffusionModel(GenerativeModel):
         noise = torch.randn(clean.shape, generator=source, device=device)
         noisy = self.scheduler.add_noise(clean, noise, levels)
         net.train()
+        estimate = self._self_conditioning_input(net, noisy, levels, source)
         optimizer.zero_grad(set_to_none=True)
         with autocast(self.training, device):
-            velocity, median, level = net(noisy, levels, _painting_input(tissue, self.tissues))
-        target = training_target(self.scheduler, clean, noise, levels)
+            output, median, level = net(
+                noisy, levels, _painting_input(tissue, self.tissues), estimate
+            )
         voxels = self._voxel_weights(batch.label.to(device))
-        weights = loss_weights(self.scheduler, levels, self.config.min_snr_gamma)
-        errors = mse_loss(velocity.float(), target, reduction="none").mean(dim=1, keepdim=True)
+        if self.config.denoiser_output == "class-probabilities":
+            errors = cross_entropy(output.float(), tissue, reduction="none")[:, None]
+            weights = torch.ones(levels.shape, device=device)
+        else:
+            target = velocity_target(self.scheduler, clean, noise, levels)
+            errors = mse_loss(output.float(), target, reduction="none").mean(dim=1, keepdim=True)
+            weights = loss_weights(self.scheduler, levels, self.config.min_snr_gamma)
         denoising = _per_sample(voxels * errors) * weights
         residual = (image - median.float()).abs()
         noise_error = (level.float() - residual.detach()).abs()  # its minimum: the median
@@ -195,6 +225,29 @@ class DiffusionModel(GenerativeModel):
             "denoising": float(denoising.detach().mean()),
             "decoding": float(decoding.detach().mean()),
         }
+
+    def _clean_estimate(
+        self, output: torch.Tensor, noisy: torch.Tensor, levels: torch.Tensor
+    ) -> torch.Tensor:
+        """The clean one-hot map in [-1, 1] that the denoiser's ``output`` implies."""
+        if self.config.denoiser_output == "class-probabilities":
+            return softmax(output.float(), dim=1) * 2.0 - 1.0
+        return clean_from_velocity(self.scheduler, noisy, output.float(), levels).clamp(-1, 1)
+
+    def _self_conditioning_input(
+        self, net: nn.Module, noisy: torch.Tensor, levels: torch.Tensor, source: torch.Generator
+    ) -> torch.Tensor | None:
+        """Self-conditioning's training input: for a random half of the cases the denoiser's
+        own clean-map estimate (made without gradients, from no estimate), zeros for the rest;
+        None without self-conditioning."""
+        if not self.config.self_conditioning:
+            return None
+        chosen = torch.rand(noisy.shape[0], generator=source, device=noisy.device) < 0.5
+        with torch.no_grad(), autocast(self.training, noisy.device):
+            output = _generator_of(net).denoise(noisy, levels)
+        estimate = self._clean_estimate(output, noisy, levels)
+        mask = chosen.view(-1, *([1] * (noisy.dim() - 1)))
+        return torch.where(mask, estimate, torch.zeros_like(estimate)).detach()
 
     def _voxel_weights(self, label: torch.Tensor) -> torch.Tensor:
         """Per-voxel loss weights ``(B, 1, *s)``: 1, and ``1 + model.tumour-weight`` inside
@@ -261,11 +314,18 @@ class DiffusionModel(GenerativeModel):
         net = self.sampling_network("generator")
         shape = (count, self.tissues.count, *self.spatial_shape)
         known = None if label is None else self.tissues.known_channels(label)
+        previous: list[torch.Tensor] = []  # the last clean-map estimate, for self-conditioning
 
         def predict(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
             with autocast(self.training, self.device):
-                predicted: torch.Tensor = _denoiser(net)(noisy, timesteps=levels)
-            return predicted
+                output = _generator_of(net).denoise(
+                    noisy, levels, previous[-1] if previous else None
+                )
+            estimate = self._clean_estimate(output, noisy, levels)
+            previous[:] = [estimate]
+            if self.config.denoiser_output == "class-probabilities":
+                return estimate
+            return output
 
         with evaluating(self.nets), torch.no_grad():
             channels = reverse_process(
@@ -296,10 +356,6 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
 def _painting_input(tissue: torch.Tensor, tissues: TissueClasses) -> torch.Tensor:
     """The decoder's input: the tissue map's one-hot channels (0/1)."""
     return (one_hot_channels(tissue, tissues.count) + 1.0) / 2.0
-
-
-def _denoiser(net: nn.Module) -> nn.Module:
-    return _generator_of(net).denoiser
 
 
 def _generator_of(net: nn.Module) -> TissueGenerator:

@@ -20,15 +20,16 @@ from torch.nn.functional import one_hot
 from common.config import ModelConfig
 
 SAMPLERS = ("ddim", "ddpm")
-PREDICTION_TYPE = "v_prediction"  # or MONAI's "epsilon" or "sample"
-"""What the denoiser predicts: the velocity v = sqrt(a_t) * noise - sqrt(1 - a_t) * x_0 (Salimans
-and Ho, 2022), MONAI's ``v_prediction``; the schedulers turn it into noise and x_0 estimates. With
-epsilon prediction the implied x_0 error grows as sqrt((1 - a_t) / a_t) at high noise levels: on
-the 16^3 test cohort, epsilon prediction still gave noise-like volumes after 400 steps,
-v-prediction body-like ones after 200-300."""
+PREDICTION_TYPES = {"velocity": "v_prediction", "class-probabilities": "sample"}
+"""MONAI's prediction type for each ``model.denoiser-output``. The velocity v = sqrt(a_t) * noise
+- sqrt(1 - a_t) * x_0 (Salimans and Ho, 2022): with epsilon prediction the implied x_0 error
+grows as sqrt((1 - a_t) / a_t) at high noise levels (on the 16^3 test cohort, epsilon prediction
+still gave noise-like volumes after 400 steps, v-prediction body-like ones after 200-300). Class
+probabilities are an x_0 estimate ("sample"): the softmax of the denoiser's logits, scaled to the
+one-hot channels' [-1, 1]."""
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``denoiser(x_t, timesteps) -> prediction`` (of :data:`PREDICTION_TYPE`), shaped as ``x_t``."""
+"""``denoiser(x_t, timesteps) -> prediction`` (of the model's prediction type), as ``x_t``."""
 
 ReverseScheduler = DDIMScheduler | DDPMScheduler
 _Scheduler = TypeVar("_Scheduler", DDIMScheduler, DDPMScheduler)
@@ -46,7 +47,7 @@ def training_scheduler(config: ModelConfig) -> DDPMScheduler:
         DDPMScheduler(
             num_train_timesteps=config.diffusion_steps,
             schedule=config.beta_schedule,
-            prediction_type=PREDICTION_TYPE,
+            prediction_type=PREDICTION_TYPES[config.denoiser_output],
         ),
         config,
     )
@@ -72,16 +73,21 @@ def _with_schedule(scheduler: _Scheduler, config: ModelConfig) -> _Scheduler:
     return scheduler
 
 
-def training_target(
+def velocity_target(
     scheduler: Scheduler, clean: torch.Tensor, noise: torch.Tensor, levels: torch.Tensor
 ) -> torch.Tensor:
-    """What the denoiser should output for ``clean`` noised with ``noise`` at ``levels``."""
-    if PREDICTION_TYPE == "epsilon":
-        return noise
-    if PREDICTION_TYPE == "sample":
-        return clean
+    """The velocity a v-predicting denoiser should output for ``clean`` noised with ``noise``."""
     velocity: torch.Tensor = scheduler.get_velocity(clean, noise, levels)
     return velocity
+
+
+def clean_from_velocity(
+    scheduler: Scheduler, noisy: torch.Tensor, velocity: torch.Tensor, levels: torch.Tensor
+) -> torch.Tensor:
+    """The clean estimate x_0 = sqrt(a_t) x_t - sqrt(1 - a_t) v of a velocity prediction."""
+    alphas = scheduler.alphas_cumprod.to(noisy.device)[levels].view(-1, *([1] * (noisy.dim() - 1)))
+    clean: torch.Tensor = alphas.sqrt() * noisy - (1.0 - alphas).sqrt() * velocity
+    return clean
 
 
 def loss_weights(scheduler: Scheduler, levels: torch.Tensor, min_snr_gamma: float) -> torch.Tensor:
@@ -116,7 +122,7 @@ def sampling_scheduler(config: ModelConfig, sampler: str, steps: int | None) -> 
         ddpm = DDPMScheduler(
             num_train_timesteps=total,
             schedule=config.beta_schedule,
-            prediction_type=PREDICTION_TYPE,
+            prediction_type=PREDICTION_TYPES[config.denoiser_output],
         )
         ddpm.set_timesteps(total)
         return _with_schedule(ddpm, config)
@@ -126,7 +132,9 @@ def sampling_scheduler(config: ModelConfig, sampler: str, steps: int | None) -> 
             f"DDIM steps = {count} must be between 1 and model.diffusion-steps = {total}"
         )
     ddim = DDIMScheduler(
-        num_train_timesteps=total, schedule=config.beta_schedule, prediction_type=PREDICTION_TYPE
+        num_train_timesteps=total,
+        schedule=config.beta_schedule,
+        prediction_type=PREDICTION_TYPES[config.denoiser_output],
     )
     ddim.set_timesteps(count)
     return _with_schedule(ddim, config)

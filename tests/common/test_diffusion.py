@@ -22,10 +22,11 @@ from common.config import FedsynthConfig, Scalar
 from common.errors import ConfigError
 from common.models.diffusion import DiffusionModel, TissueGenerator
 from common.models.diffusion_process import (
+    clean_from_velocity,
     one_hot_channels,
     sampling_scheduler,
     training_scheduler,
-    training_target,
+    velocity_target,
     zero_terminal_snr,
 )
 from common.models.interface import Batch
@@ -343,8 +344,82 @@ def test_untrained_model_target_is_velocity() -> None:
     clean, noise = torch.full((1, 4, 2, 2, 2), 0.5), torch.ones((1, 4, 2, 2, 2))
     alpha = 1 - 1e-4
     expected = alpha**0.5 * 1.0 - (1 - alpha) ** 0.5 * 0.5
-    target = training_target(scheduler, clean, noise, torch.tensor([0]))
+    target = velocity_target(scheduler, clean, noise, torch.tensor([0]))
     torch.testing.assert_close(target, torch.full_like(clean, expected))
+
+
+def test_clean_from_velocity_inverts_the_velocity_target() -> None:
+    """x_t = sqrt(a) x_0 + sqrt(1 - a) e and v = sqrt(a) e - sqrt(1 - a) x_0 give back x_0."""
+    scheduler = training_scheduler(tiny_config(**FAST).model)
+    generator = seeded(8)
+    clean = torch.randn((2, 4, 2, 2, 2), generator=generator)
+    noise = torch.randn((2, 4, 2, 2, 2), generator=generator)
+    levels = torch.tensor([2, 9])
+    noisy = scheduler.add_noise(clean, noise, levels)
+    velocity = velocity_target(scheduler, clean, noise, levels)
+    torch.testing.assert_close(clean_from_velocity(scheduler, noisy, velocity, levels), clean)
+
+
+# -- denoiser output and self-conditioning --------------------------------------------------
+CLASSES_AND_ESTIMATES: dict[str, Scalar] = {
+    "model.denoiser-output": "class-probabilities",
+    "model.self-conditioning": True,
+}
+
+
+def test_class_probabilities_loss_is_cross_entropy() -> None:
+    """An untrained denoiser outputs zero logits: a uniform guess over the 5 tissue classes,
+    whose cross-entropy is ln 5 at every voxel (no tumour here, so every voxel weighs 1)."""
+    model = fast_model(**{"model.denoiser-output": "class-probabilities"})
+    batch = random_batch()
+    batch = Batch(batch.image, torch.where(batch.label == TUMOUR, 0, batch.label))
+    losses = model.train_step(batch, seeded(0))
+    assert losses["denoising"] == pytest.approx(np.log(TISSUES), rel=1e-5)
+
+
+def test_class_probabilities_untrained_samples_are_the_first_class() -> None:
+    """Zero logits: every estimate is the uniform mixture 2/5 - 1 in every channel, so the
+    argmax is the first class (air) everywhere, whatever the noise: no label is drawn."""
+    model = fast_model(**{"model.denoiser-output": "class-probabilities"})
+    pairs = model.sample(2, seeded(3))
+    assert pairs.label.unique().tolist() == [0]
+
+
+def test_self_conditioning_doubles_the_denoiser_input() -> None:
+    model = fast_model(**{"model.self-conditioning": True})
+    assert generator_of(model).denoiser.in_channels == 2 * TISSUES
+
+
+def test_self_conditioning_sampling_feeds_back_the_last_estimate() -> None:
+    """DDIM, 2 steps, untrained (velocity 0): the first step sees no estimate (zeros), the
+    second sees the first step's x_0 estimate, clip(sqrt(alpha_bar_t) x_t)."""
+    model = fast_model(**{"model.self-conditioning": True})
+    seen: list[torch.Tensor] = []
+    net = generator_of(model).denoiser
+    net.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(args[0].clone()), with_kwargs=True
+    )
+    model.sample(1, seeded(4))
+    assert len(seen) == 2
+    first_noisy, first_given = seen[0][:, :TISSUES], seen[0][:, TISSUES:]
+    assert torch.equal(first_given, torch.zeros_like(first_given))
+    first_level = int(sampling_scheduler(model.config, "ddim", None).timesteps[0])
+    expected = (model.scheduler.alphas_cumprod[first_level].sqrt() * first_noisy).clamp(-1, 1)
+    torch.testing.assert_close(seen[1][:, TISSUES:], expected)
+
+
+def test_self_conditioning_training_estimates_half_the_cases_without_gradients() -> None:
+    """Two denoiser passes per step (the first under no_grad); a training step is still
+    deterministic from its generator."""
+    model = fast_model(**CLASSES_AND_ESTIMATES)
+    grad_modes: list[bool] = []
+    generator_of(model).denoiser.register_forward_hook(
+        lambda *_: grad_modes.append(torch.is_grad_enabled())
+    )
+    first = model.train_step(random_batch(), seeded(0))
+    assert grad_modes == [False, True]
+    again = fast_model(**CLASSES_AND_ESTIMATES).train_step(random_batch(), seeded(0))
+    assert first == again
 
 
 def test_validator_finds_nothing_to_fix() -> None:
@@ -389,10 +464,12 @@ def test_per_sample_gradients_equal_single_sample_gradients(force_functorch: boo
 
 
 @pytest.mark.filterwarnings(OPACUS_HOOK_WARNING)
-def test_train_step_goes_through_the_opacus_wrappers() -> None:
-    """With no noise and no effective clipping, a DP step equals the plain step."""
+@pytest.mark.parametrize("options", [{}, CLASSES_AND_ESTIMATES], ids=["velocity", "classes"])
+def test_train_step_goes_through_the_opacus_wrappers(options: dict[str, Scalar]) -> None:
+    """With no noise and no effective clipping, a DP step equals the plain step (with self-
+    conditioning too: its estimate is made outside the wrapper, without gradients)."""
     batch = random_batch()
-    plain, private = fast_model(), fast_model()
+    plain, private = fast_model(**options), fast_model(**options)
     for model in (plain, private):
         perturb(model.nets["generator"], seed=6)
     private.nets["generator"] = GradSampleModule(private.nets["generator"], loss_reduction="mean")
