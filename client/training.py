@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from common.config import FedsynthConfig, Scalar, changed_settings, to_run_config
 from common.data.dataset import CachedCases
+from common.interrupts import Interrupted, deferred
 from common.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
 from common.models.prior import initial_model
@@ -165,21 +166,33 @@ def train_local(
     losses: dict[str, float] = {}
     remaining = _batches(loader, steps - state.step, model.device)
     with expected_warnings_silenced():
-        for batch in remaining:
-            step_losses: dict[str, float] = {}
-            factor = learning_rate_factor(offset + state.step, total, config.training)
-            apply_learning_rates(model.optimizers, factor)
-            if private is not None and batch.image.shape[0] == 0:
-                private.step_without_data()  # an empty Poisson batch still costs a noisy step
-            else:
-                step_losses = losses = model.train_step(batch, generators["steps"])
-            model.update_averages()
-            state.step += 1
-            if on_step is not None:
-                on_step(state.step, step_losses)  # {} after a step without data
-            if checkpoint is not None and state.step % config.training.checkpoint_every == 0:
-                state.generators = _capture(generators)
-                checkpoint(state)
+        try:
+            for batch in remaining:
+                with deferred():  # a stop signal waits for the step to finish
+                    step_losses: dict[str, float] = {}
+                    factor = learning_rate_factor(offset + state.step, total, config.training)
+                    apply_learning_rates(model.optimizers, factor)
+                    if private is not None and batch.image.shape[0] == 0:
+                        private.step_without_data()  # an empty Poisson batch costs a step too
+                    else:
+                        step_losses = losses = model.train_step(batch, generators["steps"])
+                    model.update_averages()
+                    state.step += 1
+                    if on_step is not None:
+                        on_step(state.step, step_losses)  # {} after a step without data
+                    every = config.training.checkpoint_every
+                    if checkpoint is not None and state.step % every == 0:
+                        state.generators = _capture(generators)
+                        checkpoint(state)
+        except Interrupted as err:
+            if checkpoint is None:
+                raise
+            state.generators = _capture(generators)
+            checkpoint(state)  # every finished step, so --resume continues from here
+            raise err.with_hint(
+                f"{state.step} of {steps} steps are saved; run the same command with --resume "
+                "to continue"
+            ) from None
     return TrainingOutcome(
         steps=state.step,
         losses=losses,

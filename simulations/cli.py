@@ -25,6 +25,7 @@ from common.cli.support import (
 )
 from common.config import parse_run_config_args
 from common.errors import ConfigError
+from common.interrupts import Interrupted
 from evaluator.cli import evaluate_command
 from evaluator.radiomics_cli import radiomics_command
 from server.cli import sample_command
@@ -130,7 +131,12 @@ def simulate_command(
         f"simulating {config.federation.num_rounds} rounds of {config.model.family} training "
         f"in Flower's simulation engine (DP-SGD {'on' if config.privacy.enabled else 'off'})"
     )
-    outcome = simulate_with_progress(config, out, sites_dir=sites, resume=resume)
+    try:
+        outcome = simulate_with_progress(config, out, sites_dir=sites, resume=resume)
+    except Interrupted as err:
+        raise err.with_hint(
+            "the rounds finished so far are saved; run the same command with --resume to continue"
+        ) from None
     print_outcome(outcome)
 
 

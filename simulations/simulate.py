@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from client.app import app as client_app
 from common.atomic import is_nonempty_dir
 from common.config import FedsynthConfig, Scalar, load_config, to_run_config
 from common.errors import ConfigError, OutputExistsError
+from common.interrupts import Interrupted
 from common.runs import RunSummary, read_summary
 from server.app import make_server_app
 from server.federation import RELEASE_DIR, RoundCallback
@@ -38,8 +40,18 @@ QUIET_ENVIRONMENT = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "RAY_DEDUP_LOGS": "0",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
 }
-"""No telemetry or update checks from Flower; quiet Ray."""
+"""No telemetry or update checks from Flower; quiet Ray; and no Ray crash handler, which turns
+a SIGTERM into an abort (exit 134) before fedsynth can stop cleanly (``common.interrupts``)."""
+
+
+def _stop_ray() -> None:
+    """End Ray's daemons and actors now (a stopped run's children must not outlive it)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 @dataclass(frozen=True)
@@ -119,12 +131,21 @@ def simulate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        run_simulation(
-            make_server_app(settings, on_round),
-            client_app,
-            num_supernodes=len(folders),
-            backend_config={"client_resources": resources},  # type: ignore[dict-item]
-        )
+        try:
+            run_simulation(
+                make_server_app(settings, on_round),
+                client_app,
+                num_supernodes=len(folders),
+                backend_config={"client_resources": resources},  # type: ignore[dict-item]
+            )
+        except Interrupted:
+            _stop_ray()
+            raise
+        except SystemExit as err:  # ray.init's SIGTERM handler, where it runs in this thread
+            if err.code != signal.SIGTERM:
+                raise
+            _stop_ray()
+            raise Interrupted(signal.SIGTERM) from None
     server_dir = out / SERVER_DIR
     return SimulationOutcome(
         summary=read_summary(server_dir),

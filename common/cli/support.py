@@ -31,6 +31,7 @@ from common.cli.guard import (
     write_crash_log,
 )
 from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
+from common.interrupts import Interrupted, exit_without_waiting_for_threads, stop_on_signals
 
 console = Console()
 error_console = Console(stderr=True)
@@ -55,17 +56,27 @@ def _error(text: str) -> None:
     error_console.print(Text.assemble(("error: ", "bold red"), text), highlight=False)
 
 
+def _then(hint: str) -> str:
+    return f"; {hint}" if hint else ""
+
+
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Every exception as a message, never a traceback or "Aborted.": typed errors and the
-    machine's (disk, memory, permissions, truncated input) exit 2; Ctrl-C exits 130; anything
-    else is a bug, its traceback written to a log file, exit 3 (``common.cli.guard``)."""
+    machine's (disk, memory, permissions, truncated input) exit 2; SIGINT (Ctrl-C) and SIGTERM
+    unwind cleanly (``common.interrupts``) and exit 130 and 143, saying how to continue;
+    anything else is a bug, its traceback written to a log file, exit 3 (``common.cli.guard``)."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            with stop_on_signals():
+                return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
+        except Interrupted as err:
+            _error(f"interrupted ({err}); nothing partial was kept{_then(err.hint)}")
+            exit_without_waiting_for_threads(err.exit_code)
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             _error("interrupted; nothing partial was kept")
             raise typer.Exit(INTERRUPTED_EXIT) from None

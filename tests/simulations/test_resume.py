@@ -97,3 +97,46 @@ def test_a_killed_simulation_resumes_and_every_site_s_ledger_continues(tmp_path:
         assert after >= before + (3 - killed_at)  # the ledger went on, it did not restart
     manifest = json.loads((out / "server" / "release" / "manifest.json").read_text())
     assert manifest["rounds"] == 3
+
+
+def test_a_sigterm_ends_ray_says_how_to_continue_and_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM after the first round: exit 143 with the --resume hint, every process the run
+    started (Ray's daemons and actors) ended, no release; --resume then finishes the run."""
+    out = tmp_path / "sim"
+    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    first = subprocess.Popen(
+        [*_command(out), "--run-config", "federation.num-rounds=6"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _rounds_done(out) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert _rounds_done(out) >= 1, "the first round never finished"
+        descendants = psutil.Process(first.pid).children(recursive=True)
+        assert descendants  # Ray's daemons and the site's actor
+        first.send_signal(signal.SIGTERM)
+        output, _ = first.communicate(timeout=120)
+    finally:
+        _kill_tree(first.pid)  # only if the stop failed: the test fails below then
+    assert first.returncode == 128 + signal.SIGTERM, output
+    message = " ".join(output.split())
+    assert "interrupted (stopped by SIGTERM)" in message
+    assert "run the same command with --resume to continue" in message
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert not alive, [p.name() for p in alive]
+    assert not (out / "server" / "release").exists()
+
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--preset", "smoke", "--out", str(out), "--resume", "--run-config",
+         "federation.num-rounds=6"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rounds = (out / "server" / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in rounds] == list(range(1, 7))
