@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from common.audit.calibration import Calibration, calibrate
+from common.audit.calibration import HOLDOUT, Calibration, calibrate
 from common.audit.search import SPACES, CaseSet, Neighbours, search
 from common.audit.summary import closer_to_training, identifiability, quantiles, ratios
 from common.config import AuditConfig
@@ -31,6 +31,8 @@ class Audit:
     synthetic: Neighbours
     calibration: Calibration
     flagged: np.ndarray
+    reference: Neighbours | None = None
+    """The calibration's own search (held-out or leave-one-out training cases' neighbours)."""
 
 
 def _reason(distances: dict[str, float], limits: dict[str, float], names: dict[str, str]) -> str:
@@ -124,4 +126,5 @@ def run_audit(
         "cases": cases,
     }
     flagged = np.array([case["flagged"] for case in cases], dtype=bool)
-    return Audit(result, found, calibration, flagged)
+    reference = held if calibration.source == HOLDOUT else loo
+    return Audit(result, found, calibration, flagged, reference)
