@@ -116,8 +116,8 @@ def load_synthetic_cases(release: Path, config: FedsynthConfig) -> tuple[CaseSet
     if not release.is_dir():
         raise AuditInputError(f"{release}: no such folder; give a release folder")
     hint = (
-        f"the site's data.target-shape is {config.data.target_shape}: audit against real "
-        "cases prepared on the release's grid (its manifest's data settings)"
+        f"the audit's data.target-shape is {config.data.target_shape} (the release's manifest "
+        "says so): a release must hold its cases on its manifest's grid; sample it again"
     )
     pairs = read_release_pairs(release, _shape_zyx(config), AuditInputError, hint)
     intensity = release_intensity(config)
