@@ -92,15 +92,15 @@ def _row(title: str, cases: CaseSet, index: int, spacing: tuple[float, float, fl
     )
 
 
-def neighbour_gallery(
+def gallery_rows(
     audit: Audit,
     index: int,
     synthetic: CaseSet,
     train: CaseSet,
     spacing: tuple[float, float, float],
-) -> bytes:
-    """A PNG of synthetic case ``index`` above its nearest training case in each space (each
-    training case once), all cut through the grid's middle so that a copy lines up."""
+) -> list[GalleryRow]:
+    """Synthetic case ``index`` above its nearest training case in each space (each training
+    case once, in space order), all cut through the grid's middle so that a copy lines up."""
     case = audit.result["cases"][index]
     verdict = "flagged" if case["flagged"] else "not flagged"
     rows = [_row(f"{case['case']} ({verdict})", synthetic, index, spacing)]
@@ -113,4 +113,15 @@ def neighbour_gallery(
     for neighbour, spaces in nearest.items():
         title = f"{pseudonym(neighbour)}, nearest in\n{', '.join(spaces)}"
         rows.append(_row(title, train, neighbour, spacing))
-    return triplanar_png(rows, PREPROCESSED_WINDOW)
+    return rows
+
+
+def neighbour_gallery(
+    audit: Audit,
+    index: int,
+    synthetic: CaseSet,
+    train: CaseSet,
+    spacing: tuple[float, float, float],
+) -> bytes:
+    """A PNG of :func:`gallery_rows` (tri-planar views, label maps outlined)."""
+    return triplanar_png(gallery_rows(audit, index, synthetic, train, spacing), PREPROCESSED_WINDOW)
