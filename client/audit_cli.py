@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from common.audit.folder import AUDIT_FILE, CENTRAL_FILE, REPORT_FILE, AuditOutcome, audit_folder
@@ -20,11 +21,26 @@ from common.cli.support import (
     RunConfigOption,
     console,
     plural,
+    progress,
     user_errors,
 )
 from common.config import parse_run_config_args
 
 FLAGGED_EXIT = 1
+
+
+class SearchBars:
+    """One progress bar per nearest-neighbour search, over its query cases."""
+
+    def __init__(self, bars: Progress) -> None:
+        self._bars = bars
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, search: str, done: int, total: int) -> None:
+        """Show that ``done`` of ``total`` query cases of ``search`` are searched."""
+        if search not in self._tasks:
+            self._tasks[search] = self._bars.add_task(search, total=total)
+        self._bars.update(self._tasks[search], completed=done, total=total)
 
 
 def counts_table(outcome: AuditOutcome) -> Table:
@@ -60,15 +76,18 @@ def audit_command(
 ) -> None:
     """Audit a release for memorised training cases: nearest neighbours in voxels, label maps
     and features, thresholds calibrated on the site's own patients."""
-    outcome = audit_folder(
-        synthetic,
-        train,
-        out,
-        holdout=holdout,
-        overrides=parse_run_config_args(run_config, config_file),
-        overwrite=overwrite,
-        on_step=lambda step: console.print(f"{step} ...", highlight=False),
-    )
+    with progress() as bars:
+        searches = SearchBars(bars)
+        outcome = audit_folder(
+            synthetic,
+            train,
+            out,
+            holdout=holdout,
+            overrides=parse_run_config_args(run_config, config_file),
+            overwrite=overwrite,
+            on_step=lambda step: bars.console.print(f"{step} ...", highlight=False),
+            on_search=searches,
+        )
     console.print(counts_table(outcome))
     console.print(f"calibration: {outcome.audit.calibration.note}", highlight=False)
     flagged = outcome.result["counts"]["flagged"]

@@ -20,7 +20,7 @@ from common.audit.inputs import (
     load_synthetic_cases,
 )
 from common.audit.report import central_page, onsite_page
-from common.audit.run import Audit, run_audit
+from common.audit.run import Audit, SearchProgress, run_audit
 from common.audit.search import CaseSet
 from common.config import FedsynthConfig, Scalar
 from common.data.schema import schema_for
@@ -72,9 +72,11 @@ def audit_folder(
     overrides: Mapping[str, Scalar] | None = None,
     overwrite: bool = False,
     on_step: Step | None = None,
+    on_search: SearchProgress | None = None,
 ) -> AuditOutcome:
     """Audit ``release`` against the real cases in ``train`` (calibrated on ``holdout`` when
-    it holds at least ``audit.min-holdout`` cases) and write the folder ``out``.
+    it holds at least ``audit.min-holdout`` cases) and write the folder ``out``; ``on_step``
+    is told each step's name, ``on_search`` how far each search is (``run_audit``).
 
     Raises:
         OutputExistsError: ``out`` holds files and ``overwrite`` is false (checked first).
@@ -98,7 +100,9 @@ def audit_folder(
         held = _real(holdout, config)
     say("searching nearest neighbours")
     values = tuple(sorted(schema_for(config.data.modality).labels.values()))
-    audit = run_audit(synthetic, synthetic_ids, train_cases, held, values, config.audit)
+    audit = run_audit(
+        synthetic, synthetic_ids, train_cases, held, values, config.audit, on_search=on_search
+    )
     say("writing the reports")
     onsite = onsite_page(
         audit, synthetic, train_cases, config.data.target_spacing, config.audit.report_closest

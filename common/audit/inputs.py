@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from common.audit.search import CaseSet
-from common.config import FedsynthConfig, Scalar, to_run_config
+from common.config import FedsynthConfig, Scalar
 from common.data.loading import load_case
 from common.data.preprocess import prepare_case
 from common.data.site import check_site, usable_cases
 from common.errors import FedsynthError
-from common.release import MANIFEST_FILE, release_intensity
+from common.release import MANIFEST_FILE, release_intensity, release_settings
 from common.release_reader import read_release_pairs, release_config
 
 SITE_READING_KEYS = (
@@ -58,11 +58,11 @@ def audit_config(release: Path, overrides: Mapping[str, Scalar]) -> FedsynthConf
             release (each such key named with both values).
         ConfigError: an unknown key or a value out of range.
     """
-    recorded = to_run_config(release_config(release, AuditInputError))
+    recorded = release_settings(release_config(release, AuditInputError))
     config = release_config(release, AuditInputError, dict(overrides))
-    given = to_run_config(config)
+    given = release_settings(config)  # as a manifest records them: no local paths
     contradictions = [
-        f"{key} = {given[key]!r} but the release was made with {recorded[key]!r}"
+        f"{key} = {given.get(key)!r} but the release was made with {recorded.get(key)!r}"
         for key in sorted(overrides)
         if not _adjustable(key) and given.get(key) != recorded.get(key)
     ]

@@ -103,6 +103,13 @@ def test_the_console_shows_counts_calibration_and_the_flagged_line(
     _, output, out = flagged_run
     assert re.search(r"8 .* 6 .* 3 .* 4 .* train-leave-one-out", output)
     assert "calibration: fallback: 3 held-out cases" in output
+    for search, cases in (
+        ("synthetic cases -> training cases", 8),
+        ("training cases -> other training cases", 6),
+        ("held-out cases -> training cases", 3),
+        ("synthetic cases -> held-out cases", 8),
+    ):
+        assert f"{search}: {cases}/{cases}" in output  # one progress line per search
     assert output.endswith("4 synthetic cases flagged")
     assert str(out / CENTRAL_FILE) in output
 

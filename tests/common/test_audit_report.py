@@ -125,12 +125,14 @@ def test_audit_and_file_reading_settings_change_and_equal_values_pass(release: P
         "data.skip-bad-cases": True,
         "data.layout": "nnunet",
         "data.target-shape": "16,16,16",  # what the release says
+        "simulation.sites-dir": "/data/sites",  # a place on a machine: never in a release
     }
     config = audit_config(release, overrides)
     assert config.audit.percentile == 5.0
     assert (config.data.skip_bad_cases, config.data.layout) == (True, "nnunet")
     assert config.data.target_shape == (16, 16, 16)
     assert config.data.target_spacing == (12.0, 12.0, 12.0)  # from the manifest
+    assert config.simulation.sites_dir == "/data/sites"
 
 
 def test_settings_that_contradict_the_release_are_refused_by_name(release: Path) -> None:
