@@ -58,7 +58,7 @@ def _real(root: Path, config: FedsynthConfig, minimum: int = 0) -> CaseSet:
     if len(cases) < minimum:
         raise AuditInputError(
             f"{root}: {len(cases)} usable training case(s); the audit needs at least "
-            f"{MIN_TRAIN} to calibrate (give the cases the generator was trained on)"
+            f"{minimum} to calibrate (give the cases the generator was trained on)"
         )
     return cases
 
@@ -81,7 +81,8 @@ def audit_folder(
     Raises:
         OutputExistsError: ``out`` holds files and ``overwrite`` is false (checked first).
         AuditInputError: a folder is missing, the release has no manifest or no cases, a case
-            is on another grid, an override contradicts the release, too few training cases.
+            is on another grid, an override contradicts the release, too few training cases,
+            the training folder given as held-out.
         SiteDataError: real cases have problems and ``data.skip-bad-cases`` is off.
     """
     say = on_step or (lambda _: None)
@@ -89,6 +90,11 @@ def audit_folder(
         raise OutputExistsError(out)
     if not release.is_dir():
         raise AuditInputError(f"{release}: no such folder; give a release folder (--synthetic)")
+    if holdout is not None and holdout.resolve() == train.resolve():
+        raise AuditInputError(
+            f"{holdout}: the --train folder given again as --holdout; held-out cases must be "
+            "patients the generator was not trained on (or leave --holdout out)"
+        )
     config = audit_config(release, dict(overrides or {}))
     say("reading the release")
     synthetic, synthetic_ids = load_synthetic_cases(release, config)

@@ -197,6 +197,7 @@ def _other_grid_release(world: dict[str, Path], folder: Path) -> Path:
         ("contradicting-grid", "data.target-shape = '12,12,12' but the release was made with"),
         ("contradicting-modality", "data.modality = 'mri' but the release was made with 'ct'"),
         ("one-training-case", "1 usable training case(s); the audit needs at least 2"),
+        ("holdout-is-train", "the --train folder given again as --holdout"),
         ("out-exists", "already exists and is not empty"),
     ],
 )
@@ -216,13 +217,14 @@ def test_bad_inputs_exit_2_naming_the_path_and_write_nothing(
         "contradicting-grid": world["release"] / MANIFEST_FILE,
         "contradicting-modality": world["release"] / MANIFEST_FILE,
         "one-training-case": world["one"],
+        "holdout-is-train": world["train"],
         "out-exists": out,
     }[case]
     if case in ("missing-release", "no-manifest"):
         release = named
     elif case == "missing-train":
         train = named
-    elif case == "missing-holdout":
+    elif case in ("missing-holdout", "holdout-is-train"):
         holdout = named
     elif case == "empty-release":
         release = _empty_release(world, tmp_path / "empty")
