@@ -662,6 +662,12 @@ class AuditConfig:
         minimum=2,
     )
     chunk_cases: int = setting(64, "query cases per chunk of the search (bounds memory)", minimum=1)
+    report_closest: int = setting(
+        3,
+        "the on-site report shows every flagged case and this many of the closest unflagged "
+        "ones beside their nearest training cases",
+        minimum=0,
+    )
 
     def __post_init__(self) -> None:
         _check_fields("audit", self)

@@ -7,11 +7,42 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from common.config import FedsynthConfig, Scalar, load_config
 from common.data.imageio import read_image
 from common.errors import DataError, FedsynthError
+from common.release import MANIFEST_FILE, read_manifest
 
 IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
 IMAGE_SUFFIX, LABEL_SUFFIX = "_0000.nii.gz", ".nii.gz"
+
+
+def manifest_settings(release: Path, error: type[FedsynthError]) -> dict[str, Scalar]:
+    """The run settings a release's manifest records (every one but the machine's paths).
+
+    Raises:
+        error: no manifest, or a manifest fedsynth cannot read.
+    """
+    if not (release / MANIFEST_FILE).is_file():
+        raise error(
+            f"{release}: no {MANIFEST_FILE}; give a release written by `fedsynth sample` or a "
+            "federated run (its folder has imagesTr/, labelsTr/, dataset.json and the manifest)"
+        )
+    try:
+        return dict(read_manifest(release)["run_config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise error(f"{release / MANIFEST_FILE}: unreadable manifest ({err})") from None
+
+
+def release_config(
+    release: Path, error: type[FedsynthError], overrides: dict[str, Scalar] | None = None
+) -> FedsynthConfig:
+    """The settings a release was made with (its manifest), with ``overrides`` on top.
+
+    Raises:
+        error: no manifest, or a manifest fedsynth cannot read.
+        ConfigError: a setting is unknown or out of range.
+    """
+    return load_config({**manifest_settings(release, error), **(overrides or {})})
 
 
 def _read(path: Path, error: type[FedsynthError]) -> np.ndarray:

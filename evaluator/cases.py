@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import FedsynthConfig, load_config
+from common.config import FedsynthConfig, Scalar
 from common.data.loading import load_case
 from common.data.preprocess import prepare_case
 from common.data.site import check_site, usable_cases
 from common.errors import FedsynthError
-from common.release import MANIFEST_FILE, read_manifest, release_intensity
-from common.release_reader import read_release_pairs
+from common.release import release_intensity
+from common.release_reader import read_release_pairs, release_config
 
 
 class EvaluationInputError(FedsynthError, ValueError):
@@ -42,25 +42,13 @@ class EvalCase:
     spacing: tuple[float, float, float]
 
 
-def release_settings(release: Path, overrides: dict[str, object] | None = None) -> FedsynthConfig:
+def release_settings(release: Path, overrides: dict[str, Scalar] | None = None) -> FedsynthConfig:
     """The run settings a release was made with (its manifest), with ``overrides`` on top.
 
     Raises:
         EvaluationInputError: no manifest, or a manifest fedsynth cannot read.
     """
-    if not (release / MANIFEST_FILE).is_file():
-        raise EvaluationInputError(
-            f"{release}: no {MANIFEST_FILE}; give a release written by `fedsynth sample` or a "
-            "federated run (its folder has imagesTr/, labelsTr/, dataset.json and the manifest)"
-        )
-    try:
-        manifest = read_manifest(release)
-        settings = dict(manifest["run_config"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise EvaluationInputError(
-            f"{release / MANIFEST_FILE}: unreadable manifest ({err})"
-        ) from None
-    return load_config({**settings, **(overrides or {})})  # type: ignore[dict-item]
+    return release_config(release, EvaluationInputError, overrides)
 
 
 def _spacing(config: FedsynthConfig) -> tuple[float, float, float]:

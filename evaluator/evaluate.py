@@ -8,7 +8,6 @@ all.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +17,12 @@ from typing import Any
 from common.atomic import atomic_directory
 from common.config import FedsynthConfig, Scalar, to_run_config
 from common.release import read_manifest
+from common.strict_json import strict_dumps
 from evaluator.cases import EvalCase, check_same_modality, load_real, load_release, release_settings
 from evaluator.paired import generate_for_labels
 from evaluator.radiomics_section import radiomics
 from evaluator.realism_section import not_computed, realism
 from evaluator.report import radiomics_report, render_report, utility_report
-from evaluator.utility import json_ready
 from evaluator.utility_section import utility
 
 EVALUATION_FILE = "evaluation.json"
@@ -142,8 +141,7 @@ def evaluate(
         results, real_cases, synthetic, extra_sections=(radiomics_report, utility_report)
     )
     with atomic_directory(out, overwrite=overwrite) as staging:
-        strict = json.dumps(json_ready(results), indent=2, allow_nan=False)  # inf/nan as text
-        (staging / EVALUATION_FILE).write_text(strict + "\n")
+        (staging / EVALUATION_FILE).write_text(strict_dumps(results))  # inf/nan as text
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
     return EvaluationOutcome(out, results)
 

@@ -34,6 +34,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from common.data.schema import LabelSchema, schema_for
 from common.errors import ConfigError
+from common.strict_json import json_ready
 from evaluator.segmentation import (
     Array,
     Case,
@@ -263,18 +264,6 @@ def _arm_json(arm: ArmResult) -> dict[str, Any]:
         for name, stats in arm.structures.items()
     }
     return json_ready(summary)  # type: ignore[no-any-return]
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with every non-finite float written as "inf", "-inf" or "nan" (nested
-    dicts, lists and tuples too), for strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
-    return value
 
 
 def utility_study(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from client.audit_cli import audit_command
 from client.cli import data_app, train_command
 from client.training import planned_steps
 from common.cli.support import (
@@ -45,6 +46,7 @@ app.command("train")(train_command)
 app.command("sample")(sample_command)
 app.command("radiomics")(radiomics_command)
 app.command("evaluate")(evaluate_command)
+app.command("audit")(audit_command)
 
 
 @app.callback()

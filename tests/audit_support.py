@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from common.audit.search import CaseSet
 from common.config import FedsynthConfig, load_config
 from common.data.preprocess import prepare_case
-from simulations.phantoms import make_case, site_profiles
+from common.models.interface import SyntheticPairs
+from common.release import new_manifest, write_release
+from simulations.phantoms import make_case, site_profiles, write_cohort
 
 SIZE = 24
 GRID = {
@@ -16,6 +20,13 @@ GRID = {
     "data.target-spacing": "8.0,8.0,8.0",
 }
 PLANTS = ("noise", "shift", "rescale", "slab")
+SMALL_GRID = {
+    "phantoms.size": 16,
+    "phantoms.sites": 1,
+    "data.target-shape": "16,16,16",
+    "data.target-spacing": "12.0,12.0,12.0",
+}
+"""The command tests' grid: 16^3 phantoms at 12 mm, one site per cohort."""
 
 
 def phantom_config(seed: int) -> FedsynthConfig:
@@ -72,3 +83,23 @@ def planted_set(train: CaseSet, fresh: CaseSet, sources: list[int]) -> tuple[Cas
             labels.append(label)
             ids.append(f"{kind}-{source}")
     return CaseSet.of(np.stack(images), np.stack(labels)), ids
+
+
+def write_phantom_site(root: Path, seed: int, cases: int) -> Path:
+    """A folder of ``cases`` CT phantoms (nnU-Net raw) on :data:`SMALL_GRID` from ``seed``."""
+    config = load_config({**SMALL_GRID, "seed": seed, "phantoms.cases-per-site": cases})
+    return write_cohort(config, root).sites[0]
+
+
+def write_case_release(cases: CaseSet, out: Path, config: FedsynthConfig) -> list[str]:
+    """``cases`` (preprocessed units) written as a release with ``config`` in its manifest."""
+    pairs = SyntheticPairs(cases.images[:, None], cases.labels.long())
+    manifest = new_manifest(
+        config, family="gan", model_hash="ab" * 32, rounds=1, sites=[], cases=len(cases), seed=5
+    )
+    return write_release(pairs, out, config, manifest)
+
+
+def stacked(parts: list[tuple[np.ndarray, np.ndarray]]) -> CaseSet:
+    """A case set of (image, label map) pairs."""
+    return CaseSet.of(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]))

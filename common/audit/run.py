@@ -6,16 +6,23 @@ the order given), never by identifier or path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from common.audit.calibration import Calibration, calibrate
-from common.audit.search import SPACES, CaseSet, Neighbours, search
+from common.audit.calibration import HOLDOUT, Calibration, calibrate
+from common.audit.search import SPACES, CaseSet, Neighbours, Progress, search
 from common.audit.summary import closer_to_training, identifiability, quantiles, ratios
 from common.config import AuditConfig
+
+SearchProgress = Callable[[str, int, int], None]
+SYNTHETIC_SEARCH = "synthetic cases -> training cases"
+TRAIN_SEARCH = "training cases -> other training cases"
+HOLDOUT_SEARCH = "held-out cases -> training cases"
+SYNTHETIC_HOLDOUT_SEARCH = "synthetic cases -> held-out cases"
+"""The audit's searches, as progress reports name them."""
 
 
 def pseudonym(index: int) -> str:
@@ -31,6 +38,8 @@ class Audit:
     synthetic: Neighbours
     calibration: Calibration
     flagged: np.ndarray
+    reference: Neighbours | None = None
+    """The calibration's own search (held-out or leave-one-out training cases' neighbours)."""
 
 
 def _reason(distances: dict[str, float], limits: dict[str, float], names: dict[str, str]) -> str:
@@ -87,8 +96,10 @@ def run_audit(
     holdout: CaseSet | None,
     values: tuple[int, ...],
     settings: AuditConfig,
+    on_search: SearchProgress | None = None,
 ) -> Audit:
-    """Audit ``synthetic`` against a site's ``train`` cases, calibrated on ``holdout``.
+    """Audit ``synthetic`` against a site's ``train`` cases, calibrated on ``holdout``;
+    ``on_search`` is called with (search, query cases done, total) after each chunk.
 
     Raises:
         ValueError: no synthetic case, fewer than two training cases, or sets on other grids.
@@ -97,18 +108,27 @@ def run_audit(
         raise ValueError("the audit needs synthetic cases, one id each")
     if len(train) < 2:
         raise ValueError(f"the audit needs at least 2 training cases, got {len(train)}")
-    found = search(synthetic, train, values, settings)
-    loo = search(train, train, values, settings, exclude_self=True)
-    held = (
-        None if holdout is None or len(holdout) == 0 else search(holdout, train, values, settings)
-    )
+
+    def progress(name: str) -> Progress | None:
+        if on_search is None:
+            return None
+        report = on_search
+        return lambda done, total: report(name, done, total)
+
+    found = search(synthetic, train, values, settings, on_chunk=progress(SYNTHETIC_SEARCH))
+    loo = search(train, train, values, settings, exclude_self=True, on_chunk=progress(TRAIN_SEARCH))
+    held = None
+    if holdout is not None and len(holdout) > 0:
+        held = search(holdout, train, values, settings, on_chunk=progress(HOLDOUT_SEARCH))
     calibration = calibrate(held, loo, settings)
     cases = [
         _case(i, case_id, found, calibration.thresholds) for i, case_id in enumerate(synthetic_ids)
     ]
     to_holdout = None
     if holdout is not None and len(holdout) > 0:
-        to_holdout = search(synthetic, holdout, values, settings)
+        to_holdout = search(
+            synthetic, holdout, values, settings, on_chunk=progress(SYNTHETIC_HOLDOUT_SEARCH)
+        )
     figures = _figures(found, loo, to_holdout, len(train))
     result = {
         "spaces": list(SPACES),
@@ -124,4 +144,5 @@ def run_audit(
         "cases": cases,
     }
     flagged = np.array([case["flagged"] for case in cases], dtype=bool)
-    return Audit(result, found, calibration, flagged)
+    reference = held if calibration.source == HOLDOUT else loo
+    return Audit(result, found, calibration, flagged, reference)

@@ -23,12 +23,14 @@ FIGURE_DPI = 110
 
 @dataclass(frozen=True)
 class GalleryRow:
-    """One volume to show: (z, y, x) arrays and the voxel spacing (x, y, z) in mm."""
+    """One volume to show: (z, y, x) arrays and the voxel spacing (x, y, z) in mm; ``centre``
+    (z, y, x) is where the three planes cross (default: the tumour centroid)."""
 
     title: str
     image: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float]
+    centre: tuple[int, int, int] | None = None
 
 
 def _centre(label: np.ndarray) -> tuple[int, int, int]:
@@ -42,8 +44,9 @@ def _centre(label: np.ndarray) -> tuple[int, int, int]:
 
 
 def triplanar_slices(row: GalleryRow) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """(plane, image slice, label slice, display aspect) through the tumour centroid."""
-    z, y, x = _centre(row.label)
+    """(plane, image slice, label slice, display aspect) through ``row.centre`` (default: the
+    tumour centroid)."""
+    z, y, x = row.centre if row.centre is not None else _centre(row.label)
     sx, sy, sz = row.spacing
     return [
         ("axial", row.image[z], row.label[z], sy / sx),

@@ -22,6 +22,17 @@ def test_gallery_cuts_through_the_tumour_centroid() -> None:
     assert (axial[3], coronal[3], sagittal[3]) == (1.0, 2.0, 2.0)  # aspect from spacing
 
 
+def test_a_given_centre_overrides_the_tumour_centroid() -> None:
+    image = np.zeros((10, 12, 14), dtype=np.float32)
+    label = np.zeros_like(image, dtype=np.uint8)
+    label[6:9, 2:5, 9:12] = 1  # centroid (7, 3, 10), not where the planes are asked to cross
+    image[5, 6, 7] = 5.0
+    row = GalleryRow("case", image, label, (1.0, 1.0, 2.0), centre=(5, 6, 7))
+    axial, coronal, sagittal = triplanar_slices(row)
+    assert (axial[1].max(), coronal[1].max(), sagittal[1].max()) == (5.0, 5.0, 5.0)
+    assert axial[2].max() == 0  # slice 5 misses the tumour (slices 6-8)
+
+
 def test_png_is_written(tmp_path: Path) -> None:
     rows = [
         GalleryRow(

@@ -20,8 +20,8 @@ from common.models.interface import SyntheticPairs
 from common.models.registry import build_model
 from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE
+from common.strict_json import json_ready
 from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
-from evaluator.utility import json_ready
 from simulations.cli import app
 from simulations.phantoms import write_cohort
 
