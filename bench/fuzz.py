@@ -3,7 +3,8 @@
 Run: .venv/bin/python -m bench.fuzz --examples 20000 [--seed 0]   (writes the "fuzz" section of
 bench/results.json). The strategies are the suite's (``bench.fuzz_strategies``); the suite runs
 a few hundred cases with a fixed seed, this runs as many as asked, with no shrinking, and keeps
-the first case of each failure type so that it can become a regression test.
+the first case of each failure type so that it can become a regression test. Each case runs in
+a forked process, so that a reader crashing the interpreter is counted, not the end of the run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import seed as hypothesis_seed
 
 from bench.common import save
 from bench.fuzz_files import FuzzCase
-from bench.fuzz_property import FUZZ_MAX_VOXELS, run_case
+from bench.fuzz_property import FUZZ_MAX_VOXELS, run_isolated
 from bench.fuzz_strategies import fuzz_cases
 
 
@@ -39,7 +40,7 @@ def fuzz(examples: int, seed: int) -> dict[str, Any]:
     @hypothesis_seed(seed)
     @given(fuzz_cases())
     def one(case: FuzzCase) -> None:
-        outcome = run_case(case)
+        outcome = run_isolated(case)
         statuses[outcome.status] += 1
         formats[f"{case.layout}/{case.format}"] += 1
         if outcome.failed:

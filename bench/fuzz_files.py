@@ -347,12 +347,7 @@ def _apply_to_series(folder: Path, volume: Volume, mutation: Mutation) -> None:
         else:
             _odd_slice(volume, mutation.kind, mutation.index, folder)
     elif isinstance(mutation, SetTag) and chosen is not None:
-        image = sitk.ReadImage(str(chosen))
-        image.SetMetaData(DICOM_TAGS[mutation.name], mutation.value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(chosen))
-        writer.Execute(image)
+        _set_tag(chosen, DICOM_TAGS[mutation.name], mutation.value)
     elif isinstance(mutation, Truncate) and chosen is not None:
         _cut(chosen, mutation.fraction)
     elif isinstance(mutation, Flip) and chosen is not None:
@@ -360,6 +355,22 @@ def _apply_to_series(folder: Path, volume: Volume, mutation: Mutation) -> None:
         chosen.write_bytes(_flip(raw, mutation.where, mutation.xor, 0, len(raw)))
     elif isinstance(mutation, Junk):
         _add_junk(folder, mutation, slices)
+
+
+def _set_tag(path: Path, tag: str, value: str) -> None:
+    """Rewrite one slice with ``tag`` set; a value GDCM refuses to write leaves it as it was."""
+    image = sitk.ReadImage(str(path))
+    image.SetMetaData(tag, value)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    staged = path.with_name(f".{path.name}.tmp")
+    writer.SetFileName(str(staged))
+    try:
+        writer.Execute(image)
+    except RuntimeError:  # e.g. orientation cosines GDCM cannot write
+        staged.unlink(missing_ok=True)
+        return
+    staged.replace(path)
 
 
 def _add_junk(folder: Path, junk: Junk, slices: list[Path]) -> None:

@@ -10,6 +10,7 @@ counted by exception type.
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import multiprocessing
 import signal
@@ -142,6 +143,7 @@ def run_isolated(case: FuzzCase, max_voxels: int = FUZZ_MAX_VOXELS) -> Outcome:
 
 
 def _child(case: FuzzCase, max_voxels: int, send: Any) -> None:
+    faulthandler.disable()  # a crash is reported by the parent, with the case
     try:
         outcome = run_case(case, max_voxels)
     except Exception as err:  # building the case failed: a fault of the fuzzer itself

@@ -208,11 +208,14 @@ def dataset_json_text(ending: str) -> st.SearchStrategy[str | None]:
 
 
 @st.composite
-def fuzz_cases(draw: st.DrawFn, layouts: tuple[str, ...] = LAYOUTS) -> FuzzCase:
-    """One fuzz case: a format, a layout, a tiny volume and up to two mutations."""
+def fuzz_cases(
+    draw: st.DrawFn, layouts: tuple[str, ...] = LAYOUTS, formats: tuple[str, ...] = ()
+) -> FuzzCase:
+    """One fuzz case: a format (of ``formats`` when given), a layout, a tiny volume and up to
+    two mutations."""
     layout = draw(st.sampled_from(layouts))
-    formats = tuple(FORMATS) if layout == "file" else SITE_FORMATS[layout]
-    fmt = draw(st.sampled_from(formats))
+    allowed = tuple(FORMATS) if layout == "file" else SITE_FORMATS[layout]
+    fmt = draw(st.sampled_from([f for f in allowed if f in formats] if formats else allowed))
     dicom = fmt == DICOM_FORMAT
     mutation = series_mutations() if dicom else file_mutations(fmt)
     return FuzzCase(

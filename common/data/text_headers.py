@@ -186,9 +186,11 @@ def _check_compressed_size(path: Path, facts: HeaderFacts, text: str) -> None:
         return  # check_header names the missing data file
     values = _numbers(path, "CompressedDataSize", text, int)
     held = facts.data_path.stat().st_size - facts.data_offset
-    if len(values) != 1 or not 0 <= values[0] <= held:
+    if len(values) != 1 or values[0] < 0:
+        raise header_error(path, f"header field 'CompressedDataSize' is {text!r}, not a byte count")
+    if values[0] > held:
         raise header_error(
             path,
-            f"header field 'CompressedDataSize' is {text!r}, but the file holds {max(held, 0):,} "
-            "bytes of compressed voxels",
+            f"is truncated: its header gives CompressedDataSize = {values[0]:,} bytes, the file "
+            f"holds {max(held, 0):,}",
         )
