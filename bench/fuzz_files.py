@@ -358,16 +358,17 @@ def _apply_to_series(folder: Path, volume: Volume, mutation: Mutation) -> None:
 
 
 def _set_tag(path: Path, tag: str, value: str) -> None:
-    """Rewrite one slice with ``tag`` set; a value GDCM refuses to write leaves it as it was."""
-    image = sitk.ReadImage(str(path))
-    image.SetMetaData(tag, value)
+    """Rewrite one slice with ``tag`` set; a slice an earlier mutation broke, or a value GDCM
+    refuses to write, leaves it as it was."""
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     staged = path.with_name(f".{path.name}.tmp")
     writer.SetFileName(str(staged))
     try:
+        image = sitk.ReadImage(str(path))
+        image.SetMetaData(tag, value)
         writer.Execute(image)
-    except RuntimeError:  # e.g. orientation cosines GDCM cannot write
+    except RuntimeError:  # a cut slice, or orientation cosines GDCM cannot write
         staged.unlink(missing_ok=True)
         return
     staged.replace(path)

@@ -76,8 +76,12 @@ ABSURD_TEXT = (
 
 MAX_SIDE = 5
 """Largest size of a fuzzed volume along an axis (the cases stay tiny and fast)."""
+FIELD_WEIGHT = 4
+"""How many times more often a header field is edited than the file is cut or a byte flipped
+(there are many fields, and the crashes found so far were in field values)."""
 FILE_DTYPES = ("int16", "uint8", "uint16", "int32", "float32", "float64")
 DICOM_FORMAT = "dicom"
+MAX_MUTATIONS = 3
 LAYOUTS = ("file", "nnunet", "brats", "pattern")
 SITE_FORMATS = {
     "nnunet": tuple(f for f in FORMATS if f != DICOM_FORMAT),
@@ -93,8 +97,11 @@ def numbers_text() -> st.SearchStrategy[str]:
         st.integers(-(1 << 40), 1 << 40).map(str),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
     )
+    absurd = st.sampled_from(ABSURD_TEXT)
     return st.one_of(
-        st.sampled_from(ABSURD_TEXT),
+        absurd,
+        absurd,
+        absurd,
         number,
         st.lists(number, min_size=1, max_size=4).map(" ".join),
         st.lists(st.lists(number, min_size=1, max_size=3), min_size=1, max_size=4).map(
@@ -143,13 +150,16 @@ def file_mutations(fmt: str) -> st.SearchStrategy[Mutation]:
     """Ways to break one image file (with its detached data file, if any)."""
     detached = fmt.startswith(("nhdr", "mhd"))
     fraction = st.floats(0.0, 1.0, exclude_max=True)
+    fields = (
+        _nifti_field()
+        if fmt.startswith("nii")
+        else _text_field(NRRD_KEYS if fmt.startswith(("nrrd", "nhdr")) else META_KEYS)
+    )
     options: list[st.SearchStrategy[Mutation]] = [
         st.builds(Truncate, fraction, st.booleans() if detached else st.just(False)),
         st.builds(Flip, fraction, st.integers(1, 255)),
         st.builds(Flip, fraction, st.integers(1, 255), st.just(True)),
-        _nifti_field()
-        if fmt.startswith("nii")
-        else _text_field(NRRD_KEYS if fmt.startswith(("nrrd", "nhdr")) else META_KEYS),
+        *([fields] * FIELD_WEIGHT),
     ]
     if detached:
         options.append(st.just(MissingData()))
@@ -212,7 +222,7 @@ def fuzz_cases(
     draw: st.DrawFn, layouts: tuple[str, ...] = LAYOUTS, formats: tuple[str, ...] = ()
 ) -> FuzzCase:
     """One fuzz case: a format (of ``formats`` when given), a layout, a tiny volume and up to
-    two mutations."""
+    three mutations."""
     layout = draw(st.sampled_from(layouts))
     allowed = tuple(FORMATS) if layout == "file" else SITE_FORMATS[layout]
     fmt = draw(st.sampled_from([f for f in allowed if f in formats] if formats else allowed))
@@ -221,7 +231,7 @@ def fuzz_cases(
     return FuzzCase(
         format=fmt,
         volume=draw(volumes(dicom=dicom, site=layout != "file")),
-        mutations=tuple(draw(st.lists(mutation, max_size=2))),
+        mutations=tuple(draw(st.lists(mutation, max_size=MAX_MUTATIONS))),
         layout=layout,
         in_label=layout != "file" and draw(st.booleans()),
         dataset_json=draw(dataset_json_text(FORMATS[fmt][0])) if layout == "nnunet" else None,
