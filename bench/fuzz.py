@@ -1,10 +1,11 @@
 """A long fuzz run over every reader and layout: cases tried, how they ended, failures by type.
 
-Run: .venv/bin/python -m bench.fuzz --examples 20000 [--seed 0]   (writes the "fuzz" section of
-bench/results.json). The strategies are the suite's (``bench.fuzz_strategies``); the suite runs
-a few hundred cases with a fixed seed, this runs as many as asked, with no shrinking, and keeps
-the first case of each failure type so that it can become a regression test. Each case runs in
-a forked process, so that a reader crashing the interpreter is counted, not the end of the run.
+Run: .venv/bin/python -m bench.fuzz --examples 20000 [--seed 0] [--minutes 10]   (writes the
+"fuzz" section of bench/results.json). The strategies are the suite's
+(``bench.fuzz_strategies``); the suite runs a few hundred cases with a fixed seed, this runs as
+many as asked, with no shrinking, and keeps the first case of each failure type so that it can
+become a regression test. Each case runs in a forked process, so that a reader crashing the
+interpreter is counted, not the end of the run.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from bench.fuzz_property import FUZZ_MAX_VOXELS, run_isolated
 from bench.fuzz_strategies import fuzz_cases
 
 
-def fuzz(examples: int, seed: int) -> dict[str, Any]:
-    """Run ``examples`` fuzz cases drawn from ``seed``; the figures of the run."""
+def fuzz(examples: int, seed: int, minutes: float = 0.0) -> dict[str, Any]:
+    """Run ``examples`` fuzz cases drawn from ``seed`` (the cases drawn after ``minutes``, when
+    given, are skipped); the figures of the run."""
     statuses: Counter[str] = Counter()
     formats: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     first: dict[str, str] = {}
+    started = time.perf_counter()
 
     @settings(
         max_examples=examples,
@@ -40,6 +43,8 @@ def fuzz(examples: int, seed: int) -> dict[str, Any]:
     @hypothesis_seed(seed)
     @given(fuzz_cases())
     def one(case: FuzzCase) -> None:
+        if minutes and time.perf_counter() - started > 60.0 * minutes:
+            return
         outcome = run_isolated(case)
         statuses[outcome.status] += 1
         formats[f"{case.layout}/{case.format}"] += 1
@@ -47,7 +52,6 @@ def fuzz(examples: int, seed: int) -> dict[str, Any]:
             failures[outcome.kind] += 1
             first.setdefault(outcome.kind, f"{case!r}: {outcome.detail}")
 
-    started = time.perf_counter()
     one()
     return {
         "examples_asked": examples,
@@ -59,6 +63,7 @@ def fuzz(examples: int, seed: int) -> dict[str, Any]:
         "first_failure_of_each_type": first,
         "seconds": round(time.perf_counter() - started, 1),
         "seed": seed,
+        "minutes_allowed": minutes or None,
         "max_voxels": FUZZ_MAX_VOXELS,
     }
 
@@ -68,8 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="fuzz cases to try")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case draws")
+    parser.add_argument(
+        "--minutes", type=float, default=0.0, help="stop trying cases after this long (0: never)"
+    )
     args = parser.parse_args()
-    save("fuzz", fuzz(args.examples, args.seed))
+    save("fuzz", fuzz(args.examples, args.seed, args.minutes))
 
 
 if __name__ == "__main__":

@@ -50,3 +50,10 @@ def test_a_fault_of_the_fuzzer_itself_is_named_as_such(monkeypatch: pytest.Monke
     monkeypatch.setattr(fuzz_property, "run_case", broken)
     outcome = run_isolated(FuzzCase("nii"))
     assert (outcome.status, outcome.kind) == ("failure", "FuzzerError(KeyError)")
+
+
+def test_a_run_out_of_time_skips_the_cases_left() -> None:
+    figures = fuzz(examples=5, seed=0, minutes=1e-9)
+    assert figures["examples_asked"] == 5
+    assert figures["cases_tried"] == 0
+    assert figures["minutes_allowed"] == 1e-9

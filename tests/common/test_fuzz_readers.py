@@ -94,7 +94,8 @@ def _refused(tmp_path: Path, case: FuzzCase, match: str) -> DataError:
     return info.value
 
 
-# Regressions: each case below is one the fuzzer found.
+# Regressions: each failure the fuzzing found (drawn by the strategies, or by their absurd
+# values tried one field at a time), then the voxel limit.
 
 
 @pytest.mark.parametrize("fmt", ["mha", "mha-zlib", "mhd"])
