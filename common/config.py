@@ -32,6 +32,8 @@ LOGGER = logging.getLogger("fedsynth.config")
 
 DEFAULT_MAX_VOXELS = 1 << 28
 """data.max-voxels: 268 million voxels (a 512 x 512 x 1024 CT), about 1 GiB as float32."""
+MAX_MAX_VOXELS = 1 << 36
+"""The largest data.max-voxels: 69 billion voxels, 256 GiB as float32."""
 
 
 def setting(
@@ -104,6 +106,7 @@ class DataConfig:
         DEFAULT_MAX_VOXELS,
         "refuse an image whose header promises more voxels than this, before reading it",
         minimum=1,
+        maximum=MAX_MAX_VOXELS,
     )
     require_tumour: bool = setting(True, "a case whose label map has no tumour is an error")
     skip_bad_cases: bool = setting(

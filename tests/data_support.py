@@ -1,5 +1,6 @@
-"""Helpers for data tests: tiny hand-made volumes whose every voxel the tests know, DICOM
-series, pattern-layout cases, calibrated phantoms, and the shared real cases."""
+"""Helpers for data tests: tiny hand-made volumes whose every voxel the tests know,
+pattern-layout cases, calibrated phantoms, and the shared real cases (DICOM series:
+``simulations.phantoms.dicom``)."""
 
 from __future__ import annotations
 
@@ -50,30 +51,6 @@ def write_pattern_case(folder: Path, case_id: str, image: sitk.Image, label: sit
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(folder / f"{case_id}_image.nii.gz"))
     sitk.WriteImage(label, str(folder / f"{case_id}_label.nii.gz"))
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None:
-    """Write ``image`` as a DICOM series, one file per slice, with the tags ITK reads back."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(image.GetDepth()):
-        slice_image = image[:, :, z]
-        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
-        tags = {
-            "0020|000e": series_uid,
-            "0020|0032": "\\".join(f"{v:f}" for v in origin),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(z + 1),
-            "0028|0030": f"{image.GetSpacing()[1]:f}\\{image.GetSpacing()[0]:f}",
-            "0008|0060": "CT",
-            "0028|1052": "0",
-            "0028|1053": "1",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_image)
 
 
 def calibrated_phantoms() -> PhantomConfig:

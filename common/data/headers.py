@@ -74,11 +74,12 @@ def _stream_chunks(path: Path, encoding: str, offset: int) -> Iterator[bytes]:
             raise EOFError("compressed stream ended before its end marker")
 
 
-def stored_bytes(facts: HeaderFacts, limit: int) -> int:
+def stored_bytes(path: Path, facts: HeaderFacts, limit: int) -> int:
     """Payload bytes the file really holds (decompressed), counting at most ``limit``.
 
     Raises:
-        DataError: the compressed stream is cut short or corrupt.
+        DataError: the compressed stream is cut short or corrupt; it names ``path`` (the file
+            the user gave) and the data file when that is another one.
     """
     if facts.encoding == "raw":
         return max(0, facts.data_path.stat().st_size - facts.data_offset)
@@ -89,9 +90,9 @@ def stored_bytes(facts: HeaderFacts, limit: int) -> int:
             if count >= limit:
                 break
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
+        where = "" if facts.data_path == path else f" in {facts.data_path}"
         raise header_error(
-            facts.data_path,
-            f"compressed voxel data is truncated or corrupt ({err})",
+            path, f"compressed voxel data{where} is truncated or corrupt ({err})"
         ) from None
     return count
 
@@ -126,7 +127,7 @@ def check_header(path: Path, facts: HeaderFacts, max_voxels: int) -> None:
     if facts.encoding == "unchecked":
         return
     needed = facts.voxels * facts.voxel_bytes
-    held = stored_bytes(facts, facts.skip + needed) - facts.skip
+    held = stored_bytes(path, facts, facts.skip + needed) - facts.skip
     if held < needed:
         raise header_error(
             path,

@@ -142,6 +142,14 @@ def _read_checked(path: Path, read: Callable[[], sitk.Image]) -> sitk.Image:
     spacing = image.GetSpacing()
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise header_error(path, f"has voxel spacing {spacing}: spacing must be positive mm")
+    placement = (*image.GetOrigin(), *image.GetDirection())
+    if not all(math.isfinite(v) for v in placement):
+        raise header_error(
+            path,
+            f"has origin {image.GetOrigin()} and direction {image.GetDirection()}: "
+            "they must be finite numbers",
+            "fix the export's orientation (NIfTI qform/sform, NRRD space origin/directions)",
+        )
     return image
 
 

@@ -35,6 +35,9 @@ META_TYPE_BYTES = {
     **dict.fromkeys(("MET_LONG_LONG", "MET_ULONG_LONG", "MET_DOUBLE"), 8),
 }
 """Bytes per voxel of the MetaImage element types ITK reads."""
+META_MAX_DIMS = 5
+"""Most dimensions a MetaImage may have: ITK crashes (not raises) on a header with more, or
+with fewer than one."""
 DATA_FILE_KEY = b"ElementDataFile"
 """The last field of a MetaImage header: the voxels follow the line it is on."""
 
@@ -139,17 +142,55 @@ def read_meta_header(path: Path) -> HeaderFacts:
     element = fields["ElementType"]
     if element not in META_TYPE_BYTES:
         raise header_error(path, f"has MetaImage element type {element!r}, which is unknown")
-    channels = _numbers(path, "ElementNumberOfChannels", fields.get("ElementNumberOfChannels", "1"))
+    sizes = tuple(int(s) for s in _numbers(path, "DimSize", fields["DimSize"], int))
+    channels = _count(path, "ElementNumberOfChannels", fields.get("ElementNumberOfChannels", "1"))
+    dims = _count(path, "NDims", fields.get("NDims", str(len(sizes))))
+    if not 1 <= dims <= META_MAX_DIMS or len(sizes) != dims:
+        raise header_error(
+            path,
+            f"its MetaImage header gives NDims = {fields.get('NDims')} and DimSize {sizes}: "
+            f"NDims must be 1 to {META_MAX_DIMS}, with one size per dimension",
+        )
     data_name = fields["ElementDataFile"]
     encoding = "zlib" if fields.get("CompressedData", "False").lower() == "true" else "raw"
     if data_name.startswith("LIST") or "%" in data_name or " " in data_name:
         encoding = "unchecked"  # a file list or pattern: ITK checks each file
     local = data_name == "LOCAL"
-    return HeaderFacts(
-        sizes=tuple(int(s) for s in _numbers(path, "DimSize", fields["DimSize"], int)),
+    facts = HeaderFacts(
+        sizes=sizes,
         spacing=_numbers(path, "ElementSpacing", fields.get("ElementSpacing", "1")),
-        voxel_bytes=META_TYPE_BYTES[element] * max(1, int(channels[0]) if channels else 1),
+        voxel_bytes=META_TYPE_BYTES[element] * channels,
         data_path=path if local else path.parent / data_name,
         data_offset=end if local else 0,
         encoding=encoding,
     )
+    if encoding == "zlib" and "CompressedDataSize" in fields:
+        _check_compressed_size(path, facts, fields["CompressedDataSize"])
+    return facts
+
+
+def _count(path: Path, key: str, text: str) -> int:
+    """A header field that must be one whole number >= 1."""
+    values = _numbers(path, key, text, int)
+    if len(values) != 1 or values[0] < 1:
+        raise header_error(
+            path, f"header field {key!r} is {text!r}: it must be a whole number >= 1"
+        )
+    return int(values[0])
+
+
+def _check_compressed_size(path: Path, facts: HeaderFacts, text: str) -> None:
+    """Refuse a CompressedDataSize that is not a byte count the file can hold: ITK allocates
+    that many bytes before it reads one."""
+    if not facts.data_path.is_file():
+        return  # check_header names the missing data file
+    values = _numbers(path, "CompressedDataSize", text, int)
+    held = facts.data_path.stat().st_size - facts.data_offset
+    if len(values) != 1 or values[0] < 0:
+        raise header_error(path, f"header field 'CompressedDataSize' is {text!r}, not a byte count")
+    if values[0] > held:
+        raise header_error(
+            path,
+            f"is truncated: its header gives CompressedDataSize = {values[0]:,} bytes, the file "
+            f"holds {max(held, 0):,}",
+        )

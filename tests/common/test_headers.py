@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from data_support import tiny_ct, write_dicom_series
+from data_support import tiny_ct
 
 from common.data.imageio import read_image, to_array, write_image
 from common.errors import DataError
+from simulations.phantoms.dicom import write_dicom_series
 
 # NIfTI-1 byte offsets (little endian, as SimpleITK writes on this machine)
 DIM_AT, DATATYPE_AT, PIXDIM_AT = 40, 70, 76

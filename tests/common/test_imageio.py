@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_support import tiny_ct, write_dicom_series
+from data_support import tiny_ct
 
 from common.data.imageio import Geometry, read_image, strip_suffix, to_array, write_image
 from common.errors import DataError
+from simulations.phantoms.dicom import write_dicom_series
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from data_support import tiny_ct, write_dicom_series, write_pattern_case
+from data_support import tiny_ct, write_pattern_case
 
 from common.config import load_config
 from common.data.layouts import CaseFiles
@@ -16,6 +16,7 @@ from common.data.loading import check_case, load_case
 from common.data.problems import ProblemKind
 from common.data.site import check_site
 from common.errors import DataError
+from simulations.phantoms.dicom import write_dicom_series
 
 CT = load_config({}).data
 MRI = load_config({"data.modality": "mri"}).data
