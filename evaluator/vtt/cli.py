@@ -1,0 +1,54 @@
+"""``fedsynth vtt create | serve | score``: the visual Turing test's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from common.cli.support import ConfigFileOption, RunConfigOption, console, user_errors
+from common.config import Scalar, parse_run_config_args
+from evaluator.vtt.create import DEFAULT_READERS, create_study, parse_readers
+from evaluator.vtt.study import ADMIN, TOKENS_FILE
+
+vtt_app = typer.Typer(
+    help="Visual Turing test: readers tell real from synthetic cases, blinded.",
+    no_args_is_help=True,
+)
+
+
+@vtt_app.command("create")
+@user_errors
+def create_command(
+    real: Path = typer.Option(..., "--real", help="Real cases (any layout fedsynth reads)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="The release folder."),
+    n: int = typer.Option(..., "--n", help="Cases drawn from each source (n real + n synthetic)."),
+    out: Path = typer.Option(..., "--out", help="The study folder to write."),
+    readers: str = typer.Option(
+        DEFAULT_READERS, "--readers", help="Reader names, comma-separated."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the draw (default: the release's)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing study."),
+    run_config: str | None = RunConfigOption,
+    config_file: Path | None = ConfigFileOption,
+) -> None:
+    """Draw a balanced, blinded study of real and synthetic cases and issue reader tokens."""
+    names = parse_readers(readers)
+    overrides: dict[str, Scalar] = dict(parse_run_config_args(run_config, config_file))
+    if seed is not None:
+        overrides["seed"] = seed
+    created = create_study(real, synthetic, n, out, names, overrides=overrides, overwrite=overwrite)
+    study = created.study
+    console.print(
+        f"study of {len(study.cases)} cases ({n} real, {n} synthetic, {study.modality}) for "
+        f"{len(names)} readers in {out}; tokens (shown once, also in {out / TOKENS_FILE}, "
+        "mode 600):"
+    )
+    for name, token in created.tokens.items():
+        role = "admin page" if name == ADMIN else "reader"
+        console.print(f"  {name} ({role}): /login#{token}", markup=False, highlight=False)
+    console.print(
+        f"serve it with `fedsynth vtt serve {out}`; each link goes after http://HOST:PORT"
+    )
