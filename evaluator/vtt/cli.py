@@ -9,6 +9,7 @@ import typer
 from common.cli.support import ConfigFileOption, RunConfigOption, console, user_errors
 from common.config import Scalar, parse_run_config_args
 from evaluator.vtt.create import DEFAULT_READERS, create_study, parse_readers
+from evaluator.vtt.score import REPORT_HTML, write_scores
 from evaluator.vtt.study import ADMIN, TOKENS_FILE
 
 vtt_app = typer.Typer(
@@ -51,4 +52,21 @@ def create_command(
         console.print(f"  {name} ({role}): /login#{token}", markup=False, highlight=False)
     console.print(
         f"serve it with `fedsynth vtt serve {out}`; each link goes after http://HOST:PORT"
+    )
+
+
+@vtt_app.command("score")
+@user_errors
+def score_command(
+    study: Path = typer.Argument(..., help="The study folder (with its answers)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the CSV files and report.html."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Score the readers: accuracy, sensitivity, specificity, binomial test, Fleiss' kappa."""
+    result = write_scores(study, out, overwrite=overwrite)
+    pooled = result.pooled
+    console.print(
+        f"{pooled.answers} answers by {len(result.readers)} readers: pooled accuracy "
+        f"{pooled.accuracy:.3f} (p = {pooled.p_value:.3g} against chance), Fleiss' kappa "
+        f"{result.kappa:.3f}; {out / REPORT_HTML}"
     )
