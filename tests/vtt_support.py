@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +63,56 @@ def make_world(root: Path) -> World:
 def make_study(world: World, out: Path, n: int = 2, readers: str = "ana,ben") -> CreatedStudy:
     """A study of ``n`` real and ``n`` synthetic cases for the named readers."""
     return create_study(world.real, world.release, n, out, readers.split(","))
+
+
+SERVER_START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A port nobody listens on now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A `fedsynth vtt serve` process and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        """Kill the server by its process id (no clean shutdown: a crash) and wait for it."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=SERVER_START_TIMEOUT_S)
+
+
+def start_server(study: Path, port: int, log: Path) -> Server:
+    """Start `fedsynth vtt serve STUDY --port PORT` (default host) and wait until it answers.
+
+    Raises:
+        RuntimeError: it exited or did not answer in time (its output is in the message).
+    """
+    fedsynth = Path(sys.executable).with_name("fedsynth")
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [str(fedsynth), "vtt", "serve", str(study), "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vtt serve exited: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/login", timeout=2) as reply:
+                if reply.status == 200:
+                    return Server(process, url, log)
+        except OSError:
+            time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    raise RuntimeError(f"vtt serve did not answer in {SERVER_START_TIMEOUT_S} s: {log.read_text()}")

@@ -10,6 +10,7 @@ from common.cli.support import ConfigFileOption, RunConfigOption, console, user_
 from common.config import Scalar, parse_run_config_args
 from evaluator.vtt.create import DEFAULT_READERS, create_study, parse_readers
 from evaluator.vtt.score import REPORT_HTML, write_scores
+from evaluator.vtt.server import DEFAULT_HOST, DEFAULT_PORT, create_app, serve
 from evaluator.vtt.study import ADMIN, TOKENS_FILE
 
 vtt_app = typer.Typer(
@@ -70,3 +71,19 @@ def score_command(
         f"{pooled.accuracy:.3f} (p = {pooled.p_value:.3g} against chance), Fleiss' kappa "
         f"{result.kappa:.3f}; {out / REPORT_HTML}"
     )
+
+
+@vtt_app.command("serve")
+@user_errors
+def serve_command(
+    study: Path = typer.Argument(..., help="The study folder made by `vtt create`."),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on."),
+) -> None:
+    """Serve the reading app: readers open their links, the admin the admin link."""
+    app = create_app(study)
+    console.print(
+        f"serving {study} on http://{host}:{port} (links: http://{host}:{port}/login#TOKEN, "
+        f"tokens in {study / TOKENS_FILE}); Ctrl-C stops it, answers are kept"
+    )
+    serve(app, host, port)
