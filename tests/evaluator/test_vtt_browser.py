@@ -60,9 +60,17 @@ def _not_blank(png: bytes, path: Path) -> None:
 
 def _wait_for_slices(page: Any) -> None:
     page.wait_for_function(
-        "[...document.querySelectorAll('.view img')].every(i => i.complete && i.naturalWidth > 0)",
+        "(() => { const imgs = [...document.querySelectorAll('.view img')];"
+        " return imgs.length === 3 && imgs.every(i => i.complete && i.naturalWidth > 0); })()",
         timeout=TIMEOUT_MS,
     )
+
+
+def _shows(page: Any, selector: str, text: str) -> None:
+    """Wait until ``selector`` shows ``text`` (the page updates asynchronously)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_have_text(text, timeout=TIMEOUT_MS)
 
 
 def _current_case(page: Any) -> str:
@@ -108,23 +116,23 @@ def test_two_readers_read_a_study_across_a_server_restart(browser: Any, tmp_path
         ana.wait_for_url(f"{server.url}/read")
         assert "#" not in ana.url  # the token left the address bar
         _wait_for_slices(ana)
-        assert ana.inner_text("#progress") == "0 of 4 cases answered"
-        assert ana.inner_text("#view-axial .caption") == "axial 9 / 16"
+        _shows(ana, "#progress", "0 of 4 cases answered")
+        _shows(ana, "#view-axial .caption", "axial 9 / 16")
         ana.hover("#view-axial img")
         ana.mouse.wheel(0, 100)
-        assert ana.inner_text("#view-axial .caption") == "axial 10 / 16"
+        _shows(ana, "#view-axial .caption", "axial 10 / 16")
         ana.keyboard.press("c")
         ana.keyboard.press("ArrowUp")
-        assert ana.inner_text("#view-coronal .caption") == "coronal 8 / 16"
+        _shows(ana, "#view-coronal .caption", "coronal 8 / 16")
         ana.select_option("#window", "bone")
         assert "window=bone" in (ana.get_attribute("#view-sagittal img", "src") or "")
         _wait_for_slices(ana)
         _not_blank(ana.screenshot(), tmp_path / "ana-reading.png")
         ana_first = [_answer(ana, key[_current_case(ana)], 5, "first look") for _ in range(2)]
-        assert ana.inner_text("#progress") == "2 of 4 cases answered"
+        _shows(ana, "#progress", "2 of 4 cases answered")
         ben = _open(browser, f"{server.url}/login#{created.tokens['ben']}")
         ben.wait_for_url(f"{server.url}/read")
-        assert ben.inner_text("#progress") == "0 of 4 cases answered"  # not ana's answers
+        _shows(ben, "#progress", "0 of 4 cases answered")  # not ana's answers
         _answer(ben, "real", 2)
     finally:
         server.stop()  # killed mid-study
@@ -132,14 +140,14 @@ def test_two_readers_read_a_study_across_a_server_restart(browser: Any, tmp_path
     try:
         ana.reload()  # the cookie from the first visit is still valid
         _wait_for_slices(ana)
-        assert ana.inner_text("#progress") == "2 of 4 cases answered"
+        _shows(ana, "#progress", "2 of 4 cases answered")
         assert _current_case(ana) not in ana_first  # resumes at a case not yet answered
         while ana.is_hidden("#done"):
             _answer(ana, key[_current_case(ana)], 4)
         _not_blank(ana.screenshot(), tmp_path / "ana-done.png")
         ben.reload()
         _wait_for_slices(ben)
-        assert ben.inner_text("#progress") == "1 of 4 cases answered"
+        _shows(ben, "#progress", "1 of 4 cases answered")
         while ben.is_hidden("#done"):
             _answer(ben, "real", 2)
         admin = _open(browser, f"{server.url}/login#{created.tokens[ADMIN]}")

@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 from vtt_support import CONFIG, World, make_study, make_world
 
+from common.config import load_config
 from common.errors import OutputExistsError
 from evaluator.cases import EvaluationInputError, load_real
 from evaluator.vtt.create import create_study, draw, parse_readers
-from evaluator.vtt.render import read_case
+from evaluator.vtt.render import read_case, write_case
 from evaluator.vtt.study import (
     ADMIN,
     KEY_FILE,
@@ -167,3 +168,34 @@ def test_the_command_prints_every_link_once_and_refuses_with_a_message(
     assert refused.exit_code == 2
     assert "only 4 real cases" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_a_damaged_study_folder_is_refused_naming_the_file(world: World, tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    make_study(world, folder, n=1)
+    data = json.loads((folder / STUDY_FILE).read_text())
+    (folder / STUDY_FILE).write_text(json.dumps({**data, "format": "other/9"}))
+    with pytest.raises(StudyError, match=r"study\.json: format 'other/9'"):
+        load_study(folder)
+    del data["readers"]
+    (folder / STUDY_FILE).write_text(json.dumps(data))
+    with pytest.raises(StudyError, match="incomplete study file"):
+        load_study(folder)
+    (folder / STUDY_FILE).write_text("{not json")
+    with pytest.raises(StudyError, match="unreadable study file"):
+        load_study(folder)
+    (folder / KEY_FILE).write_text(json.dumps({"abc": {"source": "maybe"}}))
+    with pytest.raises(StudyError, match=r"\['abc'\] are neither real nor synthetic"):
+        load_key(folder)
+
+
+def test_mri_cases_are_written_as_float32_on_the_release_grid(tmp_path: Path) -> None:
+    mri = load_config({"data.modality": "mri", "data.target-shape": "10,9,8"}).data
+    image = np.arange(720, dtype=np.float64).reshape(8, 9, 10) * 1.25
+    write_case(image, mri, tmp_path / "case.nii")
+    header = (tmp_path / "case.nii").read_bytes()[:NIFTI_HEADER_BYTES]
+    assert int(np.frombuffer(header[70:72], "<i2")[0]) == 16  # NIfTI FLOAT32
+    np.testing.assert_array_equal(read_case(tmp_path / "case.nii"), image.astype(np.float32))
+    ct = load_config({"data.target-shape": "10,9,8"}).data
+    write_case(np.full((8, 9, 10), 40000.4), ct, tmp_path / "ct.nii")
+    assert read_case(tmp_path / "ct.nii").max() == 32767  # clipped into int16, not wrapped

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from typer.testing import CliRunner
 from vtt_support import make_study, make_world
 
 from evaluator.vtt.render import WINDOWS, plane_size, read_case, slice_png
 from evaluator.vtt.server import COOKIE, DEFAULT_HOST, STATIC, create_app
 from evaluator.vtt.study import ADMIN, KEY_FILE, load_key, load_study
+from simulations.cli import app
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +231,10 @@ def test_a_slice_is_drawn_in_its_window_with_superior_at_the_top(study: Path) ->
     assert zlib.crc32(slice_png(volume, "axial", 0, soft)) == zlib.crc32(
         slice_png(volume, "axial", 0, soft)
     )
+
+
+def test_serving_a_folder_that_is_not_a_study_is_a_message(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["vtt", "serve", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "study.json: missing" in result.output
+    assert "Traceback" not in result.output
