@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (see README's Quickstart):
 #   make demo   create .venv, install fedsynth, run the main job on embedded phantoms
-#   make test   create .venv, install fedsynth, run lint, types and the test suite
+#   make test   create .venv, install fedsynth and chromium (apt), run lint, types and the tests
+#   make browser  install Debian's chromium (apt) for the visual Turing test's browser tests
 #
 # TORCH_SPEC picks the torch build installed before the project: the default is the CPU build
 # (a bare `torch` may pull a multi-GB CUDA build). For a GPU machine, for example:
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests drive Debian's chromium through Playwright's Python package (a dev
+# dependency); Playwright's own browser download is not used.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium; }
+
 demo: $(STAMP)
 	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 $(BIN)/fedsynth demo --out $(DEMO_OUT)
 
@@ -30,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 $(BIN)/pytest -n 2
 
 clean:

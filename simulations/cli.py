@@ -29,6 +29,7 @@ from common.errors import ConfigError
 from common.interrupts import Interrupted
 from evaluator.cli import evaluate_command
 from evaluator.radiomics_cli import radiomics_command
+from evaluator.vtt.cli import vtt_app
 from server.cli import sample_command
 from simulations.demo import print_outcome, run_demo, simulate_with_progress
 from simulations.phantoms import write_cohort
@@ -42,6 +43,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(vtt_app, name="vtt")
 app.command("train")(train_command)
 app.command("sample")(sample_command)
 app.command("radiomics")(radiomics_command)
