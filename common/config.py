@@ -559,6 +559,12 @@ class TrainingConfig:
     checkpoint_every: int = setting(
         50, "save a resumable checkpoint every this many steps", minimum=1
     )
+    memory_limit_gib: float = setting(
+        0.0,
+        "refuse, before any privacy is charged, a run whose estimated peak memory exceeds this "
+        "(GiB); 0: the memory the machine (or its container) has free",
+        minimum=0.0,
+    )
     device: str = setting(
         "auto", "auto (a GPU when present), cpu or cuda", choices=("auto", "cpu", "cuda")
     )

@@ -55,6 +55,11 @@ def _error(text: str) -> None:
     error_console.print(Text.assemble(("error: ", "bold red"), text), highlight=False)
 
 
+def warn(text: str) -> None:
+    """A warning the user should read (e.g. that an earlier run in the folder was killed)."""
+    error_console.print(Text.assemble(("warning: ", "bold yellow"), text), highlight=False)
+
+
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Every exception as a message, never a traceback or "Aborted.": typed errors and the
     machine's (disk, memory, permissions, truncated input) exit 2; Ctrl-C exits 130; anything
