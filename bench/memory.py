@@ -19,11 +19,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.common import ONE_FLAG, RESULTS, in_child, peak_rss_mib, save
+from common.memory.estimate import estimate_bytes
 
 if TYPE_CHECKING:
     from common.memory.estimate import Workload
 
 STEPS = 2
+FLOORS = {"parameters": 4.0, "per-sample-gradients": 1.0}
+"""Copies the fit may not go below: every parameter has a weight, a gradient and Adam's two
+moments; DP-SGD keeps one gradient per case (too small at the measured sizes to be seen)."""
 NARROW, DEFAULT_WIDTHS, WIDE = "8,16", "16,32,32", "32,64,64"
 POINTS: tuple[tuple[str, int, int, str, bool], ...] = tuple(
     (family, size, batch, widths, private)
@@ -42,7 +46,7 @@ POINTS: tuple[tuple[str, int, int, str, bool], ...] = tuple(
         ("gan", 32, 2, NARROW),  # the label generator's dense layer: 34 million weights
     )
     for private in (False, True)
-) + tuple(("segmentation", size, 2, "", False) for size in (16, 32, 48))
+) + tuple(("segmentation", size, 2, "", False) for size in (16, 32, 48, 64, 80))
 """(family, grid side, batch size, model.channels, DP) of every measured point; the
 segmentation points train the utility study's recipe (its own widths, batch 2, no DP)."""
 
@@ -134,10 +138,10 @@ def _segmentation_peak(settings: dict[str, Any], steps: int) -> dict[str, Any]:
 
 def fit_coefficients(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Fit ``common.memory.estimate.COEFFICIENTS`` to measured points (settings and
-    ``peak_rss_mib``): non-negative least squares on the relative error. Returns the
-    coefficients, and the estimate and relative error of every point."""
+    ``peak_rss_mib``): least squares on the relative error, each coefficient at least its
+    :data:`FLOORS` value. Returns the coefficients, and each point's estimate and error."""
     import numpy as np
-    from scipy.optimize import nnls
+    from scipy.optimize import lsq_linear
 
     from common.memory.estimate import COEFFICIENTS, features
 
@@ -147,7 +151,12 @@ def fit_coefficients(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     design = np.array([[features(work)[name] for name in names] for work in works])
     used = design.any(axis=0)
     scale = np.where(used, np.abs(design).max(axis=0), 1.0)  # columns of similar size
-    solution, _ = nnls((design / scale)[:, used] / measured[:, None], np.ones(len(points)))
+    floors = np.array([FLOORS.get(name, 0.0) for name in names]) * scale
+    solution = lsq_linear(
+        (design / scale)[:, used] / measured[:, None],
+        np.ones(len(points)),
+        bounds=(floors[used], np.inf),
+    ).x
     values = np.zeros(len(names))
     values[used] = solution / scale[used]
     coefficients = {name: float(value) for name, value in zip(names, values, strict=True)}
@@ -174,53 +183,66 @@ def workload_of_settings(settings: Mapping[str, Any]) -> Workload:
     return generator_workload(load_config(dict(settings)))
 
 
-def _scale_check(coefficients: dict[str, float]) -> dict[str, Any]:
-    """The fitted model against bench.scale's measured 128^3 gpu-preset steps."""
-    from common.config import load_config
-    from common.memory.estimate import estimate_bytes
-    from common.memory.generators import generator_workload
+def gpu_preset_points() -> list[dict[str, Any]]:
+    """bench.scale's measured 128^3 training steps of the gpu preset (one case, CPU), as
+    points: the only measured peaks far beyond the small grids."""
     from simulations.presets import preset
 
     measured = json.loads(RESULTS.read_text(encoding="utf-8"))["scale"]["gpu_step"]
-    check = {}
-    for mode, private in (("plain", False), ("dp", True)):
-        config = load_config(
-            {
-                **preset("gpu"),
-                "training.device": "cpu",
-                "training.batch-size": 1,
-                "privacy.enabled": private,
-            }
-        )
-        estimate = estimate_bytes(generator_workload(config), coefficients) / 2**20
-        peak = float(measured[mode]["peak_rss_mib"])
-        check[mode] = {"measured_mib": peak, "estimate_mib": estimate, "error": estimate / peak - 1}
-    return check
+    base = {**preset("gpu"), "training.device": "cpu", "training.batch-size": 1}
+    return [
+        {
+            "settings": {**base, "privacy.enabled": mode == "dp"},
+            "peak_rss_mib": float(measured[mode]["peak_rss_mib"]),
+        }
+        for mode in ("plain", "dp")
+    ]
+
+
+def fit_report(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fit on every point (the constants of common/memory/estimate.py), and how far a fit
+    on the small points alone misses the 128^3 ones (the error of extrapolating)."""
+    large = gpu_preset_points()
+    fit = fit_coefficients(points + large)
+    small = fit_coefficients(points)
+    works = [workload_of_settings(point["settings"]) for point in large]
+    extrapolation = {
+        ("dp" if point["settings"]["privacy.enabled"] else "plain"): {
+            "measured_mib": point["peak_rss_mib"],
+            "estimate_mib": estimate_bytes(work, small["coefficients"]) / 2**20,
+            "error": estimate_bytes(work, small["coefficients"]) / 2**20 / point["peak_rss_mib"]
+            - 1,
+        }
+        for point, work in zip(large, works, strict=True)
+    }
+    return {
+        "fit": fit,
+        "small_points_only": {"fit": small, "gpu_preset_128": extrapolation},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Measure every point, each in a child process, save them, then fit the model (with
-    ``--fit``: refit the points saved before)."""
+    ``--fit``: refit the points saved before; ``--missing``: measure only points not saved)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(ONE_FLAG, nargs=1)
     parser.add_argument("--fit", action="store_true", help="refit the saved points only")
+    parser.add_argument("--missing", action="store_true", help="measure unsaved points only")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(training_step_peak(json.loads(args.one[0]))))
         return
-    if args.fit:
-        points = json.loads(RESULTS.read_text(encoding="utf-8"))["memory"]["points"]
-    else:
-        points = []
+    saved = json.loads(RESULTS.read_text(encoding="utf-8")).get("memory", {}).get("points", [])
+    points = saved if args.fit or args.missing else []
+    if not args.fit:
+        known = [point["settings"] for point in points]
         for point in POINTS:
-            points.append(in_child("bench.memory", json.dumps(point_settings(*point))))
-            print(json.dumps(points[-1]), flush=True)
+            settings = point_settings(*point)
+            if settings not in known:
+                points.append(in_child("bench.memory", json.dumps(settings)))
+                print(json.dumps(points[-1]), flush=True)
         save("memory", {"points": points})
-    fit = fit_coefficients(points)
-    save(
-        "memory",
-        {"points": points, "fit": fit, "gpu_preset_check": _scale_check(fit["coefficients"])},
-    )
+    save("memory", {"points": points, **fit_report(points)})
 
 
 if __name__ == "__main__":

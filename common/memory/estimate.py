@@ -3,7 +3,8 @@
 A training step's peak resident memory is modelled as a sum of terms, each a count of float32
 values (4 bytes) times a fitted number of copies:
 
-* ``base``: the process (Python, torch, MONAI, Opacus, the cases), in bytes;
+* ``base``: the process (Python, torch, MONAI, Opacus, Flower, the cases), in bytes; the
+  evaluator's (``base-segmentation``) imports other libraries;
 * ``activations-<family>``: cases per step x voxels x the network's width, summed over its
   resolution levels with each level's voxels (``sum(widths[l] / 2**(dims * l))``): the
   feature maps kept for the backward pass;
@@ -32,18 +33,21 @@ FLOAT_BYTES = 4
 GIB = 2**30
 
 COEFFICIENTS: dict[str, float] = {
-    "base": 6.0e8,
-    "activations-diffusion": 40.0,
-    "activations-gan": 40.0,
-    "activations-segmentation": 40.0,
-    "attention": 3.0,
-    "parameters": 5.0,
-    "per-sample-gradients": 2.0,
-    "dp-activations-diffusion": 10.0,
-    "dp-activations-gan": 10.0,
+    "activations-diffusion": 46.7,
+    "activations-gan": 19.2,
+    "activations-segmentation": 5.18,
+    "attention": 3.15,
+    "base": 7.30e8,
+    "base-segmentation": 5.85e8,
+    "dp-activations-diffusion": 8.15,
+    "dp-activations-gan": 0.0,
+    "parameters": 5.14,
+    "per-sample-gradients": 1.0,
 }
-"""Fitted by ``python -m bench.memory`` (bench/results.json "memory", measured 2026-12-03 on
-the 2-core CPU machine): bytes for ``base``, copies of float32 values for the others."""
+"""Fitted by ``python -m bench.memory`` (bench/results.json "memory" "fit", measured 2026-12-03
+on a 2-core CPU machine: 29 points at 16^3-80^3 and the gpu preset's two 128^3 steps of
+``bench.scale``; largest error 12%, mean 4.3%): bytes for the bases, copies of float32 values
+for the others (``per-sample-gradients`` at its floor of one copy)."""
 
 FAMILIES = ("diffusion", "gan", "segmentation")
 
@@ -75,7 +79,7 @@ def features(work: Workload) -> dict[str, float]:
     activations = FLOAT_BYTES * work.cases * work.voxels * width
     private = work.private_parameters > 0
     terms = {name: 0.0 for name in COEFFICIENTS}
-    terms["base"] = 1.0
+    terms["base-segmentation" if work.family == "segmentation" else "base"] = 1.0
     terms[f"activations-{work.family}"] = activations
     terms["attention"] = FLOAT_BYTES * work.cases * float(work.attention_tokens) ** 2
     terms["parameters"] = FLOAT_BYTES * work.parameters

@@ -187,6 +187,17 @@ def test_sites_side_by_side_must_fit_together(
         plan_memory(config, cases=8, copies=3)
 
 
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_a_plain_train_with_the_defaults_fits_a_24_gib_machine(family: str) -> None:
+    """The issue's machine: 24 GiB, of which about 21.5 GiB free; DP-SGD on by default."""
+    config = load_config({"model.family": family})
+    for cases in (16, 40, 1000):
+        step = largest_batch(config.training.batch_size, cases, config.privacy.enabled)
+        assert estimate_bytes(generator_workload(config, step)) < 21 * GIB
+    old = load_config({"model.family": family, "data.target-shape": "128,128,128"})
+    assert estimate_bytes(generator_workload(old)) > 24 * GIB  # the old default was killed
+
+
 def test_meta_device_building_leaves_torch_defaults_alone() -> None:
     parameter_counts(tiny_config())
     assert torch.empty(1).device.type == "cpu"
