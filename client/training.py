@@ -322,5 +322,5 @@ def train_site(
         final_losses=outcome.losses,
     )
     write_summary(run, summary)
-    record.finish()
+    record.finish(outcome.steps)
     return summary

@@ -126,7 +126,7 @@ class RunRecord:
             _write(self.run, self.state)
             raise
 
-    def finish(self) -> None:
-        """Mark the run finished."""
-        self.state = replace(self.state, status=FINISHED, updated=time.time())
+    def finish(self, step: int) -> None:
+        """Mark the run finished after ``step`` steps."""
+        self.state = replace(self.state, status=FINISHED, step=step, updated=time.time())
         _write(self.run, self.state)

@@ -167,7 +167,7 @@ def simulate(
             num_supernodes=len(folders),
             backend_config={"client_resources": resources},  # type: ignore[dict-item]
         )
-    record.finish()
+    record.finish(config.federation.num_rounds)
     server_dir = out / SERVER_DIR
     return SimulationOutcome(
         summary=read_summary(server_dir),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common.config import FedsynthConfig, Scalar, load_config, to_run_config
 from common.errors import ConfigError, FedsynthError
-from common.memory.estimate import GIB, Workload, estimate_bytes, gib
+from common.memory.estimate import COEFFICIENTS, GIB, Workload, estimate_bytes, gib
 from common.memory.generators import generator_workload
 
 MEMINFO = Path("/proc/meminfo")
@@ -98,6 +98,28 @@ def memory_limit(limit_gib: float, *, here: bool = True) -> int:
     return min(available, int(limit_gib * GIB)) if limit_gib > 0 else available
 
 
+def gpu_memory_limit(limit_gib: float) -> int:
+    """The GPU's free bytes (``torch.cuda.mem_get_info``), capped by ``limit_gib`` if > 0."""
+    import torch
+
+    free = int(torch.cuda.mem_get_info()[0])
+    return min(free, int(limit_gib * GIB)) if limit_gib > 0 else free
+
+
+def device_bytes(work: Workload, gpu: bool) -> int:
+    """The estimate of ``work`` where its tensors live: all of it on the CPU; on a GPU, all
+    but the process's base, which stays in the CPU's memory."""
+    total = estimate_bytes(work)
+    return max(0, total - int(COEFFICIENTS["base"])) if gpu else total
+
+
+def trains_on_gpu(config: FedsynthConfig) -> bool:
+    """Whether training runs on a GPU (``training.device``: cuda, or auto with one present)."""
+    import torch
+
+    return config.training.device != "cpu" and torch.cuda.is_available()
+
+
 def largest_batch(batch_size: int, cases: int, private: bool) -> int:
     """Cases in the largest step a run takes: the batch size (at most the cases); with DP-SGD
     the Poisson batch (each case drawn with probability batch / cases) that a step exceeds
@@ -117,27 +139,31 @@ def plan_workload(
     what: str,
     levers: Mapping[str, Workload | None],
     copies: int = 0,
+    gpu: bool = False,
 ) -> MemoryPlan:
     """Check that ``work`` fits in this process (``copies`` 0) or in ``copies`` new processes
     side by side; otherwise say, for each lever (a setting to change: the workload it would
-    give, or None where it removes the step), what it would need.
+    give, or None where it removes the step), what it would need. On a ``gpu`` the tensors
+    (the estimate less the process's base) are compared with the GPU's free memory.
 
     Raises:
         MemoryPlanError: the estimate exceeds the memory the run may use.
     """
-    limit = memory_limit(limit_gib, here=copies == 0)
+    limit = gpu_memory_limit(limit_gib) if gpu else memory_limit(limit_gib, here=copies == 0)
     copies = max(1, copies)
-    needed = copies * estimate_bytes(work)
+    needed = copies * device_bytes(work, gpu)
     if needed <= limit:
         return MemoryPlan(needed, limit, work.cases)
     source = (
         f"training.memory-limit-gib = {limit_gib:g}"
         if limit_gib > 0 and limit == int(limit_gib * GIB)
+        else "free GPU memory"
+        if gpu
         else "free memory"
     )
     batch = f"{work.cases} case{'s' if work.cases != 1 else ''} per step"
     parallel = f", {copies} sites at once" if copies > 1 else ""
-    options = [_lever_text(lever, option, copies, limit) for lever, option in levers.items()]
+    options = [_lever_text(lever, option, copies, limit, gpu) for lever, option in levers.items()]
     raise MemoryPlanError(
         f"{what} needs an estimated {gib(needed)} ({batch}{parallel}) but only {gib(limit)} "
         f"may be used ({source}); nothing was charged or trained. Change one of: "
@@ -148,10 +174,10 @@ def plan_workload(
     )
 
 
-def _lever_text(lever: str, option: Workload | None, copies: int, limit: int) -> str:
+def _lever_text(lever: str, option: Workload | None, copies: int, limit: int, gpu: bool) -> str:
     if option is None:
         return lever
-    needed = copies * estimate_bytes(option)
+    needed = copies * device_bytes(option, gpu)
     return f"{lever} would need {gib(needed)}{' (fits)' if needed <= limit else ''}"
 
 
@@ -206,6 +232,7 @@ def plan_memory(config: FedsynthConfig, cases: int, *, copies: int = 0) -> Memor
         what=f"training the {config.model.family} model on {shape_text(config)}",
         levers=levers,
         copies=copies,
+        gpu=trains_on_gpu(config),
     )
 
 
