@@ -17,7 +17,7 @@ from bench.memory import point_settings
 from common.config import load_config
 from common.errors import ConfigError
 from common.memory import plan as planning
-from common.memory.estimate import COEFFICIENTS, GIB, Workload, estimate_bytes, features, gib
+from common.memory.estimate import GIB, Workload, estimate_bytes, features, gib
 from common.memory.generators import generator_workload, parameter_counts
 from common.memory.plan import MemoryPlanError, largest_batch, memory_limit, plan_memory
 from common.models.interface import unwrap
@@ -196,28 +196,6 @@ def test_a_plain_train_with_the_defaults_fits_a_24_gib_machine(family: str) -> N
         assert estimate_bytes(generator_workload(config, step)) < 21 * GIB
     old = load_config({"model.family": family, "data.target-shape": "128,128,128"})
     assert estimate_bytes(generator_workload(old)) > 24 * GIB  # the old default was killed
-
-
-def test_on_a_gpu_the_tensors_are_compared_with_its_free_memory(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    config = load_config({"data.target-shape": "64,64,64", "privacy.enabled": False})
-    with monkeypatch.context() as patched:
-        patched.setattr(torch.cuda, "is_available", lambda: True)
-        assert planning.trains_on_gpu(config)
-        assert not planning.trains_on_gpu(load_config({"training.device": "cpu"}))
-    assert planning.trains_on_gpu(config) == torch.cuda.is_available()
-    # CUDA itself cannot be faked for the networks: fake the planner's view of it
-    monkeypatch.setattr(planning, "trains_on_gpu", lambda chosen: chosen.training.device != "cpu")
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (8 * GIB, 80 * GIB))
-    work = generator_workload(config)
-    plan = plan_memory(config, cases=40)
-    assert plan.limit == 8 * GIB
-    assert plan.needed == estimate_bytes(work) - COEFFICIENTS["base"]  # the base stays on the CPU
-    with pytest.raises(MemoryPlanError, match="free GPU memory"):
-        plan_memory(load_config({"data.target-shape": "96,96,96"}), cases=40)
-    on_cpu = load_config({"data.target-shape": "64,64,64", "training.device": "cpu"})
-    assert plan_memory(on_cpu, cases=40).needed > plan.needed
 
 
 def test_meta_device_building_leaves_torch_defaults_alone() -> None:
