@@ -18,6 +18,7 @@ from common.cli.support import (
     plural,
     progress,
     user_errors,
+    warn,
 )
 from common.data.layouts import list_cases
 from common.data.site import SiteReport, check_site, prepare_site
@@ -167,6 +168,7 @@ def train_command(
             ledger_dir=ledger,
             resume=resume,
             on_step=lambda step, _: bar.update(task, completed=step),
+            on_notice=warn,
         )
     site = summary.sites[0]
     privacy = (

@@ -43,6 +43,7 @@ from common.exchange import (
     read_settings,
     site_pseudonym,
 )
+from common.memory.plan import MemoryPlanError, plan_memory
 from common.models.interface import GenerativeModel, unwrap
 from common.models.registry import build_model
 from common.privacy.accounting import noise_multiplier_for
@@ -87,6 +88,8 @@ def failure_reason(error: BaseException) -> str:
             f"privacy budget: spent epsilon {error.spent:.3g}, the planned rounds would reach "
             f"{error.projected:.3g}, over the site's budget {error.budget:.3g}"
         )
+    if isinstance(error, MemoryPlanError):
+        return f"memory: {error}"  # settings and sizes only
     if isinstance(error, SiteDataError | DataError):
         return "site data problem: the site's operator can see which case in the site's log"
     if isinstance(error, LedgerError):
@@ -107,6 +110,7 @@ def _train_round(
     config, server_round, run_id = read_settings(settings)
     files = site_files(node_config, config)
     dataset = CachedCases(ensure_prepared(files, config), config.model.spatial_dims)
+    plan_memory(config, len(dataset))  # before the model is built and the ledger charged
     model = build_model(config).to(resolve_device(config))
     load_model_arrays(model, arrays)
     global_state = {name: _parameters(model, name) for name in model.nets}

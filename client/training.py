@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from common.config import FedsynthConfig, Scalar, changed_settings, to_run_config
 from common.data.dataset import CachedCases
 from common.interrupts import Interrupted, deferred
+from common.memory.plan import plan_memory
 from common.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
 from common.models.prior import initial_model
@@ -35,6 +36,7 @@ from common.models.schedule import apply_learning_rates, learning_rate_factor
 from common.privacy.engine import make_private
 from common.privacy.ledger import PrivacyLedger
 from common.release import SiteRecord
+from common.run_state import RunRecord, previous_run_notice
 from common.runs import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -45,6 +47,7 @@ from common.runs import (
 from common.seeding import torch_generator
 
 StepCallback = Callable[[int, dict[str, float]], None]
+LOGGER = logging.getLogger("fedsynth.training")
 
 
 @dataclass(frozen=True)
@@ -261,16 +264,25 @@ def train_site(
     ledger_dir: Path,
     resume: bool = False,
     on_step: StepCallback | None = None,
+    on_notice: Callable[[str], None] = LOGGER.warning,
 ) -> RunSummary:
     """``fedsynth train``: train one site's generator from its prepared cache into ``run``.
 
-    Writes ``model.pt``, ``run.json``, ``metrics.jsonl`` and resumable ``checkpoint.pt``.
+    Writes ``model.pt``, ``run.json``, ``metrics.jsonl``, resumable ``checkpoint.pt`` and
+    ``run-state.json`` (``common.run_state``). Memory is planned before the ledger is opened;
+    an earlier run in ``run`` that was killed is reported through ``on_notice``.
 
     Raises:
+        MemoryPlanError: the run would not fit in memory (nothing is charged or written).
+        RunInUseError: another live process runs in ``run``.
         CheckpointError: ``resume`` was asked but there is no checkpoint, it does not fit the
             model, or it was written with other settings (the message names them).
     """
     dataset = CachedCases(cache, config.model.spatial_dims)
+    plan = plan_memory(config, len(dataset))
+    notice = previous_run_notice(run)
+    if notice is not None:
+        on_notice(notice)
     model = initial_model(config).to(resolve_device(config))
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_FILE
@@ -291,22 +303,27 @@ def train_site(
         saved = {**state.to_dict(), "run_id": run_id, "run_config": run_config}
         save_checkpoint(checkpoint_path, model, saved)
 
+    record = RunRecord(run, run_config, plan.needed, planned_steps(len(dataset), config))
+
     def step_done(step: int, losses: dict[str, float]) -> None:
         _append_metrics(run / METRICS_FILE, step, losses)
+        if step == 1 or step % config.training.checkpoint_every == 0:
+            record.reached(step)
         if on_step is not None:
             on_step(step, losses)
 
-    outcome = train_local(
-        model,
-        dataset,
-        config,
-        stage=("train", site_name),
-        ledger=ledger,
-        run_id=run_id,
-        resume_from=resume_from,
-        checkpoint=save,
-        on_step=step_done,
-    )
+    with record.stopped_on_error():
+        outcome = train_local(
+            model,
+            dataset,
+            config,
+            stage=("train", site_name),
+            ledger=ledger,
+            run_id=run_id,
+            resume_from=resume_from,
+            checkpoint=save,
+            on_step=step_done,
+        )
     (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
     digest = save_model(run / MODEL_FILE, model, config)
     summary = RunSummary(
@@ -318,4 +335,5 @@ def train_site(
         final_losses=outcome.losses,
     )
     write_summary(run, summary)
+    record.finish(outcome.steps)
     return summary

@@ -137,10 +137,14 @@ class DataConfig:
         20.0, "thresholded bone pieces smaller than this are dropped as noise", minimum=0.0
     )
     target_spacing: Triple = setting(
-        (2.0, 2.0, 2.0), "voxel spacing in mm (x,y,z) after resampling", minimum=0.05
+        (4.0, 4.0, 4.0), "voxel spacing in mm (x,y,z) after resampling", minimum=0.05
     )
     target_shape: IntTriple = setting(
-        (128, 128, 128), "voxels (x,y,z) after crop/pad around the body", minimum=8, maximum=1024
+        (64, 64, 64),
+        "voxels (x,y,z) after crop/pad around the body (the default, a 256 mm field of view at "
+        "the default spacing, trains in 24 GiB of memory: README, Memory)",
+        minimum=8,
+        maximum=1024,
     )
     ct_window_min: float = setting(-1024.0, "HU mapped to -1")
     ct_window_max: float = setting(2048.0, "HU mapped to +1")
@@ -575,6 +579,12 @@ class TrainingConfig:
     checkpoint_every: int = setting(
         50, "save a resumable checkpoint every this many steps", minimum=1
     )
+    memory_limit_gib: float = setting(
+        0.0,
+        "refuse, before any privacy is charged, a run whose estimated peak memory exceeds this "
+        "(GiB); 0: the memory the machine (or its container) has free",
+        minimum=0.0,
+    )
     device: str = setting(
         "auto", "auto (a GPU when present), cpu or cuda", choices=("auto", "cpu", "cuda")
     )
@@ -775,8 +785,14 @@ def default_run_config() -> dict[str, Scalar]:
     return to_run_config(FedsynthConfig())
 
 
-RESUME_IGNORED_KEYS = ("federation.resume", "federation.run-dir", "federation.reply-timeout-s")
-"""Settings a resumed run may change; every other setting must equal the checkpoint's."""
+RESUME_IGNORED_KEYS = (
+    "federation.resume",
+    "federation.run-dir",
+    "federation.reply-timeout-s",
+    "training.memory-limit-gib",
+)
+"""Settings a resumed run may change (none changes what is trained); every other setting must
+equal the checkpoint's."""
 
 
 def changed_settings(started: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ from evaluator.paired import generate_for_labels
 from evaluator.radiomics_section import radiomics
 from evaluator.realism_section import not_computed, realism
 from evaluator.report import radiomics_report, render_report, utility_report
-from evaluator.utility_section import utility
+from evaluator.utility_section import plan_utility, utility
 
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
@@ -88,7 +88,8 @@ def evaluate(
 
     Raises:
         EvaluationInputError: the release or real set cannot be evaluated (the message says
-            why); SiteDataError: real cases have problems; OutputExistsError: ``out`` exists.
+            why); SiteDataError: real cases have problems; OutputExistsError: ``out`` exists;
+            MemoryPlanError: the utility study's segmentation training would not fit in memory.
     """
     started = time.perf_counter()
     report = on_progress or (lambda _: None)
@@ -104,6 +105,9 @@ def evaluate(
     check_same_modality(manifest_config, config.data.modality, real)
     say("reading the release")
     synthetic = load_release(release, config)
+    parts = config.evaluation.part_names()
+    if "utility" in parts and synthetic:
+        plan_utility(config, tuple(synthetic[0].image.shape))
     say("checking and preparing the real cases")
     real_cases = anonymised(load_real(real, config))
     paired = None
@@ -113,7 +117,6 @@ def evaluate(
             run, real_cases, config, on_case=_counting(generated, len(real_cases))
         )
     results = _header(release, config, len(real_cases), run is not None)
-    parts = config.evaluation.part_names()
     if "realism" in parts:
         say("realism: MAE and MS-SSIM")
         results["realism"] = realism(config, real_cases, synthetic, paired)

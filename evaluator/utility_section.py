@@ -27,6 +27,7 @@ from evaluator.utility import (
     study_table,
     utility_study,
 )
+from evaluator.utility_memory import plan_utility_memory
 
 MIN_REAL_CASES = 2
 """A split needs one real case to train on and one to test on."""
@@ -43,6 +44,24 @@ def split_real(
     return train, test
 
 
+def utility_recipe(config: FedsynthConfig) -> SegmentationRecipe:
+    """The segmentation recipe with the evaluation's iteration count."""
+    recipe = SegmentationRecipe()
+    if config.evaluation.utility_iterations:
+        recipe = replace(recipe, iterations=config.evaluation.utility_iterations)
+    return recipe
+
+
+def plan_utility(config: FedsynthConfig, grid: tuple[int, ...]) -> None:
+    """Check, before the evaluation starts, that its segmentation training fits in memory.
+
+    Raises:
+        MemoryPlanError: it would not; the message says what to change.
+    """
+    num_classes = schema_num_classes(config.data.modality)
+    plan_utility_memory(config, grid, num_classes, utility_recipe(config))
+
+
 def utility(
     config: FedsynthConfig,
     real: Sequence[EvalCase],
@@ -53,9 +72,7 @@ def utility(
     if len(real) < MIN_REAL_CASES:
         return not_computed(f"{len(real)} real case(s): the utility study needs two or more")
     train, test = split_real(real, config.evaluation.real_test_fraction, config.seed)
-    recipe = SegmentationRecipe()
-    if config.evaluation.utility_iterations:
-        recipe = replace(recipe, iterations=config.evaluation.utility_iterations)
+    recipe = utility_recipe(config)
     mapping = release_intensity(config)
 
     def cases(chosen: Sequence[EvalCase]) -> list[Case]:

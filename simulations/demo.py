@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from rich.table import Table
 
-from common.cli.support import console, progress
+from common.cli.support import console, progress, warn
 from common.config import FedsynthConfig
 from common.data.cache import read_cache
 from common.reports.figures import CT_SOFT_TISSUE_WINDOW, GalleryRow, write_triplanar
@@ -61,7 +61,9 @@ def simulate_with_progress(
         def advance(report: RoundReport) -> None:
             bar.update(task, completed=report.round)
 
-        return simulate(config, out, sites_dir=sites_dir, resume=resume, on_round=advance)
+        return simulate(
+            config, out, sites_dir=sites_dir, resume=resume, on_round=advance, on_notice=warn
+        )
 
 
 def write_gallery(caches: Path, release: Path, config: FedsynthConfig, path: Path) -> None:

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,14 @@ from flwr.simulation import run_simulation
 from client.app import app as client_app
 from common.atomic import is_nonempty_dir
 from common.config import FedsynthConfig, Scalar, load_config, to_run_config
-from common.errors import ConfigError, OutputExistsError
+from common.data.layouts import list_cases
+from common.errors import ConfigError, FedsynthError, OutputExistsError
 from common.interrupts import Interrupted
+from common.memory.plan import MemoryPlan, plan_memory
+from common.run_state import RunRecord, previous_run_notice
 from common.runs import RunSummary, read_summary
 from server.app import make_server_app
-from server.federation import RELEASE_DIR, RoundCallback
+from server.federation import RELEASE_DIR, RoundCallback, RoundReport
 from simulations.phantoms import write_cohort
 
 LOGGER = logging.getLogger("fedsynth.simulate")
@@ -89,6 +93,29 @@ def site_folders(sites_dir: Path) -> list[Path]:
     return folders
 
 
+def sites_at_once(config: FedsynthConfig, sites: int) -> int:
+    """How many virtual sites Ray trains side by side: as many as the CPU cores hold at
+    ``simulation.cpus-per-site`` each (Ray's default of one core per CPU), at least one."""
+    cores = os.cpu_count() or 1
+    return min(sites, max(1, int(cores // config.simulation.cpus_per_site)))
+
+
+def plan_sites(config: FedsynthConfig, folders: list[Path]) -> MemoryPlan:
+    """Check, before the federation starts (and before any site's ledger is charged), that
+    the sites Ray trains side by side fit in memory, each with its largest step.
+
+    Raises:
+        MemoryPlanError: they would not; the message says which settings would fit.
+    """
+    counts = []
+    for folder in folders:
+        try:
+            counts.append(len(list_cases(folder, config.data).cases))
+        except FedsynthError:
+            continue  # that site will fail its rounds with the reason; plan for the others
+    return plan_memory(config, max(counts, default=1), copies=sites_at_once(config, len(folders)))
+
+
 def simulate(
     config: FedsynthConfig,
     out: Path,
@@ -96,18 +123,25 @@ def simulate(
     sites_dir: Path | None = None,
     resume: bool = False,
     on_round: RoundCallback | None = None,
+    on_notice: Callable[[str], None] = LOGGER.warning,
 ) -> SimulationOutcome:
     """Run a federated simulation into ``out`` (see the module docstring).
 
     Without ``sites_dir`` a phantom cohort of ``config.phantoms`` is written to ``out/sites``.
     With ``resume`` the run continues from its server checkpoint and every site's ledger
-    continues.
+    continues. Memory is planned before the federation starts; an earlier simulation in
+    ``out`` that was killed is reported through ``on_notice`` (``run-state.json``).
 
     Raises:
         OutputExistsError: ``out`` already holds a run and ``resume`` is off.
         ConfigError: no site folders; fewer sites than ``federation.min-sites``.
+        MemoryPlanError: the sites would not fit in memory.
+        RunInUseError: another live process runs in ``out``.
     """
     started = time.perf_counter()
+    notice = previous_run_notice(out)
+    if notice is not None:
+        on_notice(notice)
     if resume:
         config = load_config({**to_run_config(config), "federation.resume": True})
     elif is_nonempty_dir(out):
@@ -122,18 +156,26 @@ def simulate(
             f"{len(folders)} site folders in {sites_dir}, but federation.min-sites = "
             f"{config.federation.min_sites}: add sites or lower federation.min-sites"
         )
+    plan = plan_sites(config, folders)
     settings = simulation_settings(config, out, sites_dir)
+    record = RunRecord(out, settings, plan.needed, config.federation.num_rounds)
+
+    def round_done(report: RoundReport) -> None:
+        record.reached(report.round)
+        if on_round is not None:
+            on_round(report)
+
     resources = {
         "num_cpus": config.simulation.cpus_per_site,
         "num_gpus": config.simulation.gpus_per_site,
     }
     os.environ.update(QUIET_ENVIRONMENT)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), record.stopped_on_error():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         try:
             run_simulation(
-                make_server_app(settings, on_round),
+                make_server_app(settings, round_done),
                 client_app,
                 num_supernodes=len(folders),
                 backend_config={"client_resources": resources},  # type: ignore[dict-item]
@@ -146,6 +188,7 @@ def simulate(
                 raise
             _stop_ray()
             raise Interrupted(signal.SIGTERM) from None
+    record.finish(config.federation.num_rounds)
     server_dir = out / SERVER_DIR
     return SimulationOutcome(
         summary=read_summary(server_dir),

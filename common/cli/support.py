@@ -60,6 +60,11 @@ def _then(hint: str) -> str:
     return f"; {hint}" if hint else ""
 
 
+def warn(text: str) -> None:
+    """A warning the user should read (e.g. that an earlier run in the folder was killed)."""
+    error_console.print(Text.assemble(("warning: ", "bold yellow"), text), highlight=False)
+
+
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Every exception as a message, never a traceback or "Aborted.": typed errors and the
     machine's (disk, memory, permissions, truncated input) exit 2; SIGINT (Ctrl-C) and SIGTERM

@@ -119,6 +119,18 @@ def test_a_round_beyond_the_budget_is_refused_before_training(site: Path, tmp_pa
     assert charged in ([], [[]])  # nothing was charged
 
 
+def test_a_round_that_would_not_fit_in_memory_is_refused_before_the_ledger(
+    site: Path, tmp_path: Path
+) -> None:
+    config = smoke_config(**{"training.memory-limit-gib": 0.01})
+    with pytest.raises(RoundRefusedError) as caught:
+        train_round(_content(config), _node(site, tmp_path), "a")  # type: ignore[arg-type]
+    assert caught.value.reason.startswith("memory: training the diffusion model on 16x16x16")
+    assert "training.memory-limit-gib = 0.01" in caught.value.reason
+    assert str(tmp_path) not in caught.value.reason
+    assert not (tmp_path / "ledger").exists()  # no ledger opened, nothing charged
+
+
 @pytest.mark.usefixtures("task_identity")
 def test_the_client_app_answers_a_refused_round_with_an_error_naming_no_file(
     tmp_path: Path,

@@ -57,3 +57,20 @@ def test_resume_with_other_settings_is_a_message_naming_the_key(tmp_path: Path) 
     assert result.exit_code == 2, result.output
     assert "other settings (training.max-steps)" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_training_that_would_not_fit_in_memory_is_a_message_before_any_charge(
+    tmp_path: Path,
+) -> None:
+    site = _site(tmp_path)
+    args = ["train", "--data", str(site), "--out", str(tmp_path / "run")]
+    settings = f"{SETTINGS} training.memory-limit-gib=0.01"
+    result = RUNNER.invoke(app, [*args, "--ledger", str(tmp_path / "l"), "--run-config", settings])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "training the diffusion model on 16x16x16 voxels needs an estimated" in text
+    assert "only 0.01 GiB may be used (training.memory-limit-gib = 0.01)" in text
+    assert "training.batch-size 2 would need" in text
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "l").exists()
+    assert not (tmp_path / "run" / "model.pt").exists()

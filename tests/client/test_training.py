@@ -12,6 +12,7 @@ from model_support import tiny_config
 from client.training import planned_steps, train_site
 from common.config import FedsynthConfig
 from common.data.site import prepare_site
+from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import CheckpointError, load_model
 from common.privacy.ledger import BudgetExceededError, PrivacyLedger
 from common.runs import read_summary
@@ -30,6 +31,12 @@ def _site(tmp_path: Path, config: FedsynthConfig) -> Path:
     cohort = write_cohort(config, tmp_path / "sites")
     prepare_site(cohort.sites[0], tmp_path / "cache", config.data)
     return tmp_path / "cache"
+
+
+def _ledger(folder: Path, cache: Path, config: FedsynthConfig) -> PrivacyLedger:
+    """The ledger of the cache's dataset in ``folder``."""
+    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
+    return PrivacyLedger.open(folder, index["source_fingerprint"], config.privacy)
 
 
 def test_planned_steps() -> None:
@@ -52,10 +59,7 @@ def test_run_writes_model_summary_and_charges_the_ledger(tmp_path: Path) -> None
     assert loaded == config
     lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
-    fingerprint = json.loads((cache / "index.json").read_text(encoding="utf-8"))[
-        "source_fingerprint"
-    ]
-    ledger = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy)
+    ledger = _ledger(tmp_path / "l", cache, config)
     assert ledger.spent_epsilon() == pytest.approx(summary.sites[0].epsilon)
     assert [run.steps for run in ledger.runs] == [4]
 
@@ -90,15 +94,11 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> No
     cache = _site(tmp_path, config)
     run = tmp_path / "run"
     train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
-    fingerprint = json.loads((cache / "index.json").read_text(encoding="utf-8"))[
-        "source_fingerprint"
-    ]
-    spent = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy).spent_epsilon()
+    spent = _ledger(tmp_path / "l", cache, config).spent_epsilon()
     changed = tiny_config(**{**SETTINGS, "training.max-steps": 7, "training.learning-rate": 0.5})
     with pytest.raises(CheckpointError, match=r"\(training\.learning-rate, training\.max-steps\)"):
         train_site(changed, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
-    ledger = PrivacyLedger.open(tmp_path / "l", fingerprint, config.privacy)
-    assert ledger.spent_epsilon() == pytest.approx(spent)
+    assert _ledger(tmp_path / "l", cache, config).spent_epsilon() == pytest.approx(spent)
     same = train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
     assert same.steps == 4
 
@@ -186,3 +186,23 @@ def test_training_follows_the_schedule_and_updates_the_average(tmp_path: Path) -
     )
     expected = [1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * k / 6))) for k in (2, 3, 4, 5)]
     assert rates == pytest.approx(expected)
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_before_the_ledger(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)
+    cache = _site(tmp_path, config)
+    run = tmp_path / "run"
+    train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
+    before = _ledger(tmp_path / "l", cache, config)
+    model_bytes = (run / "model.pt").read_bytes()
+    tight = tiny_config(**{**SETTINGS, "training.memory-limit-gib": 0.01})
+    with pytest.raises(MemoryPlanError, match=r"training\.batch-size 2 would need"):
+        train_site(tight, cache, run, site_name="a", ledger_dir=tmp_path / "l")
+    after = _ledger(tmp_path / "l", cache, config)
+    assert after.spent_epsilon() == pytest.approx(before.spent_epsilon())
+    assert [r.steps for r in after.runs] == [r.steps for r in before.runs] == [4]
+    assert (run / "model.pt").read_bytes() == model_bytes
+    with pytest.raises(MemoryPlanError):  # a fresh dataset's ledger is not even created
+        train_site(tight, cache, tmp_path / "new", site_name="a", ledger_dir=tmp_path / "l2")
+    assert not (tmp_path / "l2").exists()
+    assert not (tmp_path / "new").exists()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from common.config import load_config
 from common.data.cache import read_cache
 from common.data.site import prepare_site
+from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import save_model
 from common.models.interface import SyntheticPairs
 from common.models.registry import build_model
@@ -110,6 +111,20 @@ def test_the_command_reports_and_refuses_bad_inputs_with_messages(
     assert "no manifest.json" in result.output
     assert not (tmp_path / "m").exists()
     assert not (tmp_path / "n").exists()
+
+
+def test_a_utility_study_that_would_not_fit_in_memory_is_refused_before_it_starts(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    overrides = {"evaluation.parts": "realism,utility", "training.memory-limit-gib": 0.01}
+    with pytest.raises(MemoryPlanError) as refused:
+        evaluate(world["release"], world["real"], tmp_path / "eval", overrides=overrides)
+    text = str(refused.value)
+    assert text.startswith("the utility study's segmentation training needs an estimated")
+    assert "(2 cases per step)" in text  # the recipe's batch
+    assert "evaluation.parts without utility" in text
+    assert "a release sampled on a smaller data.target-shape (half each side) would need" in text
+    assert not (tmp_path / "eval").exists()
 
 
 def test_every_part_runs_and_a_copy_of_the_real_cases_matches_their_radiomics(
