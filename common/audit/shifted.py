@@ -135,7 +135,7 @@ def _box_sums(
     windows (``thickness`` x the interior's rows x cols) at slab ``starts`` + every shift."""
     _, rows, cols = layout.interior
     lags = layout.lags
-    along_x = _window_sums(values.double(), 3, cols, lags)
+    along_x = _window_sums(values.float(), 3, cols, lags).double()  # rows of a few dozen
     plane = _window_sums(along_x, 2, rows, lags)  # (N, z, lag y, lag x)
     running = torch.cat([torch.zeros_like(plane[:, :1]), plane.cumsum(dim=1)], dim=1)
     first = torch.tensor(starts)[:, None] + torch.arange(lags)[None, :]
@@ -168,8 +168,8 @@ def image_queries(images: torch.Tensor, layout: Layout) -> ImageSide:
 
 
 def _centred(images: torch.Tensor) -> torch.Tensor:
-    y = images.double()
-    return y - y.mean(dim=(1, 2, 3), keepdim=True)
+    y = images.float()
+    return y - y.mean(dim=(1, 2, 3), keepdim=True, dtype=torch.float64).float()
 
 
 def image_windows(images: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
