@@ -670,11 +670,24 @@ class AuditConfig:
     )
     top_k: int = setting(
         3,
-        "neighbours kept per case and space; also the candidates per coarse space whose exact "
-        "shifted distances are computed",
+        "neighbours kept per case and space (voxels and labels: among the shortlist)",
         minimum=2,
     )
-    chunk_cases: int = setting(64, "query cases per chunk of the search (bounds memory)", minimum=1)
+    shortlist: int = setting(
+        4,
+        "reference cases per query whose exact shifted voxel and label distances are computed: "
+        "the best of each of the four coarse rankings (image, slab, labels, features), then the "
+        "second best of each, ...; as many as there are reference cases makes it exhaustive",
+        minimum=1,
+        maximum=100000,
+    )
+    chunk_cases: int = setting(
+        64,
+        "query cases per chunk of the search, and case pairs per block of exact distances "
+        "(bounds memory)",
+        minimum=1,
+        maximum=100000,
+    )
     report_closest: int = setting(
         3,
         "the on-site report shows every flagged case and this many of the closest unflagged "

@@ -53,10 +53,10 @@ class CoarseImages:
 
     def __init__(self, images: torch.Tensor) -> None:
         self.mean = images.float().mean(dim=0, keepdim=True)
-        shape = tuple(images.shape[1:])
+        centred = images.float() - self.mean
         self.variants = []
-        for offset in _offsets(shape):
-            pooled = _pooled(images.float() - self.mean, offset)
+        for offset in _offsets(tuple(images.shape[1:])):
+            pooled = _pooled(centred, offset)
             self.variants.append((_unit(pooled.flatten(1)), _slabs(pooled)))
 
     def similarity(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

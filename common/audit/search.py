@@ -1,12 +1,32 @@
 """Chunked top-k nearest-neighbour search of query cases among reference cases, per space.
 
-For each chunk of ``audit.chunk-cases`` query cases: the feature distance to every reference
-case (exact, one ``cdist``), and the coarse image and label similarities to every reference case
-(one matrix product each, ``common.audit.coarse``). The ``top-k`` reference cases by coarse
-image similarity and the ``top-k`` by coarse label similarity are the candidates whose exact
-shifted voxel and label distances are computed (``common.audit.shifted``); the other reference
-cases are farther in both coarse spaces and are not scored exactly. Memory is bounded by one
-chunk: (chunk x reference) similarities and (chunk x 2 top-k) candidate volumes.
+Coarse to fine. For each chunk of ``audit.chunk-cases`` query cases: the feature distance to
+every reference case (exact, one ``cdist``), and the coarse whole-image, best-slab and label-map
+similarities to every reference case (one matrix product each, ``common.audit.coarse``). Those
+four rankings make the *shortlist*: the best of each ranking, then the second best of each, and
+so on, until ``audit.shortlist`` different reference cases; only these get the exact shifted
+voxel and label distances (``common.audit.shifted``), ``audit.chunk-cases`` pairs at a time.
+Setting the shortlist to the number of reference cases makes the search exhaustive.
+
+Why a shortlist does not miss a planted copy. Each ranking's best case is on every shortlist
+(``audit.shortlist`` >= 4 keeps all four), so a copy is shortlisted as soon as it comes first in
+one ranking, and its coarse similarity is bounded close to 1 in the ranking its kind of copying
+leaves intact. The coarse vectors are centred, unit-norm average pools, so a rescaled copy
+(``a x + b``, ``a > 0``) has coarse similarity exactly 1 to its source. Pooling averages noise of
+standard deviation ``s`` over ``f^3`` voxels per cell, so a noisy copy's similarity is about
+``1 / (1 + s^2 / (f^3 c^2))`` for a pooled contrast ``c`` (0.02 noise, ``f = 3``, ``c = 0.1``:
+above 0.99). A shift by ``h <= radius`` voxels leaves the pooled cells misaligned by at most
+``h`` voxels (by none for the shifts the half-cell offsets meet, ``coarse``), so the similarity
+falls only as far as the pooled image's own autocorrelation at that fraction of a cell. A copied
+slab keeps its similarity in the slab ranking, whatever the rest of the volume holds, although
+it can rank far down the whole-volume ranking (a test plants exactly that). Two different
+patients of a site sit clearly lower than these bounds. The tests plant every kind of copy and
+check that the shortlist finds the same nearest neighbours, at the same distances, as the
+exhaustive search. A copy shifted by much more than a coarse cell, or a copied part thinner than
+a slab, is outside this argument (as it is outside the exact distances' radius and slabs).
+
+Memory is bounded by one chunk: (chunk x reference) coarse similarities, the shortlisted
+reference cases' spectra, and one block of pairs; never (query x reference x voxels).
 """
 
 from __future__ import annotations
@@ -19,7 +39,17 @@ import torch
 
 from common.audit.coarse import CoarseImages, label_vectors
 from common.audit.features import feature_distances, feature_scale, feature_vectors
-from common.audit.shifted import label_distances, voxel_distances
+from common.audit.shifted import (
+    Layout,
+    image_queries,
+    image_references,
+    image_windows,
+    label_distances_of,
+    label_queries,
+    label_references,
+    label_windows,
+    voxel_distances_of,
+)
 from common.config import AuditConfig
 
 SPACES = ("voxels", "labels", "features")
@@ -72,15 +102,30 @@ Progress = Callable[[int, int], None]
 
 
 class _Reference:
-    """What the search keeps of the reference cases: their coarse and feature vectors."""
+    """What the search keeps of the reference cases: their coarse and feature vectors, and the
+    sums over every window the exact distances compare with (a few thousand numbers per case;
+    their spectra are taken per chunk, for the shortlisted cases only)."""
 
-    def __init__(self, cases: CaseSet, values: tuple[int, ...]) -> None:
+    def __init__(self, cases: CaseSet, values: tuple[int, ...], settings: AuditConfig) -> None:
         self.cases = cases
         self.values = values
+        self.layout = Layout.of(
+            tuple(cases.images.shape[1:]), settings.shift_voxels, settings.slab_voxels
+        )
         self.images = CoarseImages(cases.images)
         self.labels = label_vectors(cases.labels, values)
         self.features = feature_vectors(cases.images, cases.labels, values)
         self.scale = feature_scale(self.features)
+        parts = [
+            (
+                *image_windows(cases.images[start : start + settings.chunk_cases], self.layout),
+                label_windows(cases.labels[start : start + settings.chunk_cases], self.layout),
+            )
+            for start in range(0, len(cases), settings.chunk_cases)
+        ]
+        self.sums, self.squares, self.foreground = (
+            torch.cat(part) for part in zip(*parts, strict=True)
+        )
 
 
 def _top(scores: torch.Tensor, k: int, *, largest: bool) -> torch.Tensor:
@@ -91,6 +136,32 @@ def _first_occurrence(candidates: torch.Tensor) -> torch.Tensor:
     same = candidates.unsqueeze(2) == candidates.unsqueeze(1)
     earlier = torch.ones_like(same[0]).tril(diagonal=-1).bool()
     return ~(same & earlier).any(dim=2)
+
+
+def shortlist(
+    rankings: list[torch.Tensor], size: int, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    """(Q, size) reference indices: the best of each ranking's (Q, R) scores (higher is closer),
+    then the second best of each, and so on, each case once; -1 where fewer are left.
+
+    Args:
+        rankings: scores of every query against every reference case.
+        size: cases per query.
+        exclude: (Q,) a reference index per query never to shortlist (the query itself), or
+            None.
+    """
+    depth = min(size + (exclude is not None), rankings[0].shape[1])
+    tops = torch.stack([_top(scores, depth, largest=True) for scores in rankings], dim=2)
+    interleaved = tops.flatten(1)  # rank 1 of every ranking, then rank 2, ...
+    keep = _first_occurrence(interleaved)
+    if exclude is not None:
+        keep &= interleaved != exclude.unsqueeze(1)
+    position = keep.cumsum(dim=1) - 1
+    keep &= position < size
+    out = torch.full((interleaved.shape[0], size), -1, dtype=torch.long)
+    rows = torch.arange(interleaved.shape[0]).unsqueeze(1).expand_as(interleaved)
+    out[rows[keep], position[keep]] = interleaved[keep]
+    return out
 
 
 def _ranked(
@@ -107,6 +178,37 @@ def _ranked(
     return out_index, out_distance
 
 
+def _exact(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    candidates: torch.Tensor,
+    ref: _Reference,
+    block: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, shortlist) exact voxel and label distances of the shortlisted pairs (inf elsewhere)."""
+    valid = candidates >= 0
+    needed, local = torch.unique(candidates[valid], return_inverse=True)
+    rows = torch.arange(len(images)).unsqueeze(1).expand_as(candidates)[valid]
+    layout = ref.layout
+    voxel = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
+    label = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
+    voxel[valid] = voxel_distances_of(
+        image_queries(images, layout),
+        image_references(ref.cases.images[needed], layout, (ref.sums[needed], ref.squares[needed])),
+        (rows, local),
+        layout,
+        block,
+    ).double()
+    label[valid] = label_distances_of(
+        label_queries(labels, ref.values, layout),
+        label_references(ref.cases.labels[needed], ref.values, layout, ref.foreground[needed]),
+        (rows, local),
+        layout,
+        block,
+    ).double()
+    return voxel, label
+
+
 def _chunk(
     query: CaseSet,
     start: int,
@@ -121,30 +223,14 @@ def _chunk(
     feature = feature_distances(
         feature_vectors(images, labels, ref.values), ref.features, ref.scale
     )
-    if exclude_self:
+    itself = torch.arange(start, stop) if exclude_self else None
+    if itself is not None:
         rows = torch.arange(stop - start)
-        image_sim[rows, rows + start] = -torch.inf
-        slab_sim[rows, rows + start] = -torch.inf
-        label_sim[rows, rows + start] = -torch.inf
-        feature[rows, rows + start] = torch.inf
+        feature[rows, itself] = torch.inf
     k = settings.top_k
     feature_top = _top(feature, k, largest=False)
-    candidates = torch.cat(
-        [_top(sim, k, largest=True) for sim in (image_sim, slab_sim, label_sim)] + [feature_top],
-        dim=1,
-    )
-    unique = _first_occurrence(candidates)
-    if exclude_self:
-        unique &= candidates != (torch.arange(stop - start) + start).unsqueeze(1)
-    rows = torch.arange(stop - start).unsqueeze(1).expand_as(candidates)[unique]
-    refs = candidates[unique]
-    voxel = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
-    label = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
-    radius = settings.shift_voxels
-    voxel[unique] = voxel_distances(
-        images[rows], ref.cases.images[refs], radius=radius, slab=settings.slab_voxels
-    ).double()
-    label[unique] = label_distances(labels[rows], ref.cases.labels[refs], radius=radius).double()
+    candidates = shortlist([image_sim, slab_sim, label_sim, -feature], settings.shortlist, itself)
+    voxel, label = _exact(images, labels, candidates, ref, settings.chunk_cases)
     feature_ranked = feature.gather(1, feature_top).double()
     return {
         "voxels": _ranked(candidates, voxel, k),
@@ -169,7 +255,8 @@ def search(
     Args:
         query, reference: cases on one grid.
         values: the label values of the structures (the schema's non-zero values).
-        settings: the audit settings (shift radius, slab thickness, top-k, chunk size).
+        settings: the audit settings (shift radius, slab thickness, top-k, shortlist, chunk
+            size).
         exclude_self: ``query`` is ``reference`` and a case is not its own neighbour
             (leave-one-out calibration).
         on_chunk: called with (query cases done, total) after each chunk.
@@ -184,7 +271,7 @@ def search(
             f"query cases {tuple(query.images.shape[1:])} and reference cases "
             f"{tuple(reference.images.shape[1:])} are on different grids"
         )
-    ref = _Reference(reference, values)
+    ref = _Reference(reference, values, settings)
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {space: [] for space in SPACES}
     with torch.no_grad():
         for start in range(0, len(query), settings.chunk_cases):
