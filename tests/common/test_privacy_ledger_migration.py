@@ -29,7 +29,9 @@ def _epsilon(*entries: tuple[float, float, int]) -> float:
     return compute_epsilon(list(entries), PRIVACY.delta, PRIVACY.accountant)
 
 
-def _write_v1(folder: Path, dataset: str = DATASET, **changes: object) -> Path:
+def _write_v1(
+    folder: Path, dataset: str = DATASET, changes: dict[str, object] | None = None
+) -> Path:
     """A ledger exactly as fedsynth's version-1 ``PrivacyLedger._save`` wrote it."""
     history: list[list[float | int]] = []
     runs = []
@@ -59,7 +61,7 @@ def _write_v1(folder: Path, dataset: str = DATASET, **changes: object) -> Path:
         "spent_epsilon": runs[-1]["epsilon_after"],
         "history": history,
         "runs": runs,
-        **changes,
+        **(changes or {}),
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset}.json"
@@ -145,7 +147,7 @@ def test_other_datasets_v1_ledgers_are_named_in_a_warning(
 def test_a_bad_v1_ledger_refuses_training_and_is_left_as_it_was(
     tmp_path: Path, changes: dict[str, object], error: type[Exception], words: str
 ) -> None:
-    v1 = _write_v1(tmp_path, **changes)
+    v1 = _write_v1(tmp_path, changes=changes)
     before = v1.read_text(encoding="utf-8")
     with pytest.raises(error, match=words) as caught:
         _open(tmp_path)
