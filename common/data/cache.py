@@ -76,7 +76,11 @@ class CacheIndex:
             "case_ids": list(self.case_ids),
             "fingerprint": self.fingerprint,
             "source_fingerprint": self.source_fingerprint,
-            "case_fingerprints": dict(zip(self.case_ids, self.case_fingerprints, strict=True)),
+            "case_fingerprints": (
+                dict(zip(self.case_ids, self.case_fingerprints, strict=True))
+                if self.case_fingerprints
+                else {}
+            ),
         }
 
     @classmethod
