@@ -85,8 +85,9 @@ def failure_reason(error: BaseException) -> str:
     """What the server may learn about a site's failure: its kind, never a path or case id."""
     if isinstance(error, BudgetExceededError):
         return (
-            f"privacy budget: spent epsilon {error.spent:.3g}, the planned rounds would reach "
-            f"{error.projected:.3g}, over the site's budget {error.budget:.3g}"
+            f"privacy budget: the planned rounds would bring {error.cases_over} of "
+            f"{error.cases} cases over the site's budget {error.budget:.3g}; the most spent "
+            f"from epsilon {error.spent:.3g} to {error.projected:.3g}"
         )
     if isinstance(error, MemoryPlanError):
         return f"memory: {error}"  # settings and sizes only
@@ -117,9 +118,7 @@ def _train_round(
     steps = planned_steps(len(dataset), config)
     ledger = None
     if config.privacy.enabled:
-        ledger = PrivacyLedger.open(
-            files.ledger_dir, dataset.index.source_fingerprint, config.privacy
-        )
+        ledger = PrivacyLedger.for_cache(files.ledger_dir, dataset.index, config.privacy)
         config = _round_privacy(config, len(dataset), steps, server_round, ledger)
 
     loss_sums = dict.fromkeys(model.loss_names, 0.0)

@@ -81,7 +81,8 @@ def site_files(node_config: dict[str, Scalar], config: FedsynthConfig) -> SiteFi
 
 
 def ensure_prepared(files: SiteFiles, config: FedsynthConfig) -> Path:
-    """The site's cache, prepared now if missing or made with other data settings.
+    """The site's cache, prepared now if missing, made with other data settings, or made by a
+    fedsynth without per-case source fingerprints (which the privacy ledger needs).
 
     Raises:
         SiteDataError, DataError: the site's data has problems (each names its file).
@@ -92,7 +93,9 @@ def ensure_prepared(files: SiteFiles, config: FedsynthConfig) -> Path:
         except DataError:
             LOGGER.warning("the site's cache cannot be read: preparing it again")
         else:
-            if dict(index.settings) == data_settings(config.data):
+            if not index.case_fingerprints:
+                LOGGER.info("the site's cache has no per-case fingerprints: preparing it again")
+            elif dict(index.settings) == data_settings(config.data):
                 return files.cache
             LOGGER.info("data settings changed since the site's cache was made: preparing again")
     summary = prepare_site(files.data, files.cache, config.data, overwrite=True)

@@ -297,7 +297,7 @@ def train_site(
         (run / METRICS_FILE).unlink(missing_ok=True)
     ledger = None
     if config.privacy.enabled:
-        ledger = PrivacyLedger.open(ledger_dir, dataset.index.source_fingerprint, config.privacy)
+        ledger = PrivacyLedger.for_cache(ledger_dir, dataset.index, config.privacy)
 
     def save(state: TrainingState) -> None:
         saved = {**state.to_dict(), "run_id": run_id, "run_config": run_config}

@@ -5,7 +5,10 @@ uint8, both (z, y, x)) and ``<case>.meta.json`` (prepared and source geometry, i
 The index names the format version, the modality, the target grid, every ``data.*`` setting used
 and a ``fingerprint``: a SHA-256 over the settings and, in case-id order, each case's id, arrays,
 geometry and intensity mapping. The same prepared data always gives the same fingerprint, and any
-changed voxel gives another; a later privacy ledger is keyed by it. The folder is written
+changed voxel gives another. The index also keeps the source fingerprints: one of the whole
+dataset (``source_fingerprint``) and one per case (``case_fingerprints``, a hash of the case's
+source image voxels), which key the site's privacy ledger. Like the cache itself they never leave
+the site: anyone holding a patient's image could recompute its fingerprint. The folder is written
 atomically and checked against the fingerprint when read.
 """
 
@@ -40,6 +43,8 @@ META_SUFFIX = ".meta.json"
 SETTINGS_PREFIX = "data."
 CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 """Case ids become file names: letters, digits, '.', '_' and '-', not starting with a dot."""
+CASE_FINGERPRINT_TAG = b"fedsynth-source-case-image-v1"
+"""Opens every per-case source fingerprint's hash (domain separation from other SHA-256s)."""
 REPAIR_HINT = "run `fedsynth data prepare` again to rebuild the cache"
 _LOAD_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
@@ -56,6 +61,8 @@ class CacheIndex:
     case_ids: tuple[str, ...]
     fingerprint: str
     source_fingerprint: str = ""
+    case_fingerprints: tuple[str, ...] = ()
+    """Per-case source fingerprints in ``case_ids`` order (empty in caches of older versions)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -69,6 +76,11 @@ class CacheIndex:
             "case_ids": list(self.case_ids),
             "fingerprint": self.fingerprint,
             "source_fingerprint": self.source_fingerprint,
+            "case_fingerprints": (
+                dict(zip(self.case_ids, self.case_fingerprints, strict=True))
+                if self.case_fingerprints
+                else {}
+            ),
         }
 
     @classmethod
@@ -78,15 +90,20 @@ class CacheIndex:
         shape = tuple(int(v) for v in data["target_shape"])
         if len(spacing) != 3 or len(shape) != 3:
             raise ValueError("target spacing and shape need three values")
+        case_ids = tuple(str(c) for c in data["case_ids"])
+        per_case = dict(data.get("case_fingerprints") or {})
+        if per_case and set(per_case) != set(case_ids):
+            raise ValueError("case_fingerprints must name exactly the cached cases")
         return cls(
             format_version=int(data["format_version"]),
             modality=str(data["modality"]),
             target_spacing=spacing,  # type: ignore[arg-type]
             target_shape=shape,  # type: ignore[arg-type]
             settings=dict(data["settings"]),
-            case_ids=tuple(str(c) for c in data["case_ids"]),
+            case_ids=case_ids,
             fingerprint=str(data["fingerprint"]),
             source_fingerprint=str(data.get("source_fingerprint", "")),
+            case_fingerprints=tuple(str(per_case[c]) for c in case_ids) if per_case else (),
         )
 
 
@@ -132,8 +149,24 @@ def fingerprint(cases: Sequence[PreparedCase], settings: Mapping[str, Scalar]) -
     return digest.hexdigest()
 
 
+def case_fingerprint(image: np.ndarray) -> str:
+    """SHA-256 hex digest of one source case: its image's voxel values as read, and its shape.
+
+    Only the image: it is the patient, whatever its label map says (which depends on
+    ``data.label-remap`` and the CT bone threshold), its file's name, path or format, and the
+    settings it is prepared with. Values are hashed as float64, so the same scan stored as
+    int16 or float32 gives the same digest.
+    """
+    digest = hashlib.sha256(CASE_FINGERPRINT_TAG)
+    _hash_block(digest, _canonical_json(list(image.shape)))
+    for plane in image.reshape(image.shape[0], -1):  # one slice at a time: bounded memory
+        _hash_block(digest, np.ascontiguousarray(plane, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
 class SourceFingerprint:
-    """SHA-256 over a site's source cases as read (ids, voxels, label maps), settings aside.
+    """SHA-256 over a site's source cases as read (ids, voxels, label maps), settings aside,
+    and each case's own :func:`case_fingerprint` (``cases``, by case id).
 
     Unlike the cache's ``fingerprint``, it stays the same when the same patients are prepared
     again with other settings, so a privacy budget keyed by it is not reset by re-preparing.
@@ -141,12 +174,14 @@ class SourceFingerprint:
 
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
+        self.cases: dict[str, str] = {}
 
     def add(self, case_id: str, image: np.ndarray, label: np.ndarray) -> None:
         """Add one case; cases must be added in a fixed order (the listing's)."""
         _hash_block(self._digest, case_id.encode("utf-8"))
         _hash_array(self._digest, image)
         _hash_array(self._digest, label)
+        self.cases[case_id] = case_fingerprint(image)
 
     def hexdigest(self) -> str:
         """The digest of the cases added so far."""
@@ -183,24 +218,33 @@ def write_cache(
     data: DataConfig,
     overwrite: bool = False,
     source_fingerprint: str = "",
+    case_fingerprints: Mapping[str, str] | None = None,
 ) -> CacheIndex:
     """Write prepared cases and their index to ``out``, atomically.
 
+    ``case_fingerprints`` maps each case id to its :func:`case_fingerprint` (all or none).
+
     Raises:
-        ValueError: repeated or unusable case ids, or a case of another modality or shape.
+        ValueError: repeated or unusable case ids, a case of another modality or shape, or
+            case fingerprints for other cases than those given.
         OutputExistsError: ``out`` holds files and ``overwrite`` is false.
     """
     _check_cases(cases, data)
     settings = data_settings(data)
+    case_ids = tuple(sorted(case.case_id for case in cases))
+    per_case = dict(case_fingerprints or {})
+    if per_case and set(per_case) != set(case_ids):
+        raise ValueError("case fingerprints must be given for exactly the cases written")
     index = CacheIndex(
         format_version=FORMAT_VERSION,
         modality=data.modality,
         target_spacing=data.target_spacing,
         target_shape=data.target_shape,
         settings=settings,
-        case_ids=tuple(sorted(case.case_id for case in cases)),
+        case_ids=case_ids,
         fingerprint=fingerprint(cases, settings),
         source_fingerprint=source_fingerprint,
+        case_fingerprints=tuple(per_case[c] for c in case_ids) if per_case else (),
     )
     with atomic_directory(out, overwrite=overwrite) as staging:
         for case in cases:

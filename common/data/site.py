@@ -111,6 +111,11 @@ def prepare_site(
         if on_case is not None:
             on_case(case.case_id)
     index = write_cache(
-        prepared, out, data=data, overwrite=overwrite, source_fingerprint=source.hexdigest()
+        prepared,
+        out,
+        data=data,
+        overwrite=overwrite,
+        source_fingerprint=source.hexdigest(),
+        case_fingerprints=source.cases,
     )
     return PrepareSummary(index, report, len(prepared), report.bad_case_count)

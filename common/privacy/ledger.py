@@ -1,213 +1,216 @@
-"""The site's privacy ledger: every DP-SGD step ever taken on a dataset, kept for good.
+"""The site's privacy ledger: every DP-SGD step ever taken on each of its patients, kept for good.
 
-One JSON file per dataset in the site's ledger folder (node config ``ledger-dir``), named by the
-dataset's source fingerprint (``CacheIndex.source_fingerprint``): the same source cases always
-reach the same file however they were re-prepared, so re-preparing cannot reset the budget. The
-file holds the accountant and delta (fixed for the ledger's life: mixing them changes the maths),
-Opacus' history of every step, one record per run or round, and the epsilon spent so far.
+One JSON file per site (``site-ledger.json`` in node config ``ledger-dir``; the layout is in
+:mod:`common.privacy.ledger_format`) with a history per case, keyed by each case's source
+fingerprint (``CacheIndex.case_fingerprints``): a run charges every case it trains on, so adding,
+removing or leaving out a case never resets the others, and a case in two datasets accumulates
+both. A case's epsilon is computed from the runs that included it, each at its own sample rate
+(that run's batch over its dataset's size). The numbers reported for a dataset (its spent and
+projected epsilon) are the maximum over its cases. Version-1 ledgers (one file per dataset)
+are carried over the first time their dataset is opened (:mod:`common.privacy.ledger_migration`).
 
 Every change re-reads the file under an exclusive lock, checks it, and writes it atomically, so
 epsilon accumulates across rounds, runs, crashes, restarts and processes. Charge a run *before*
 training (:meth:`PrivacyLedger.charge`): a crash can then never leave spent privacy unrecorded.
+One file rather than one per case: a charge of a 1,000-case dataset is then one atomic write
+under one lock (all of its cases or none), and the folder stays one file however many cases.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import math
-import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from common.atomic import atomic_write_text
 from common.config import PrivacyConfig
-from common.errors import ConfigError, FedsynthError
-from common.privacy.accounting import (
-    History,
-    compute_epsilon,
-    extend_history,
-    history_entry,
-    normalize_history,
+from common.data.cache import CacheIndex
+from common.errors import ConfigError
+from common.privacy.accounting import History, compute_epsilon, extend_history, history_entry
+from common.privacy.ledger_errors import (
+    BudgetExceededError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerMismatchError,
+)
+from common.privacy.ledger_format import (
+    FINGERPRINT_PATTERN,
+    SITE_LEDGER_FILE,
+    LedgerContents,
+    RunRecord,
+    case_set_id,
+    contents_json,
+    parse_contents,
+    read_json,
+)
+from common.privacy.ledger_migration import (
+    carry_over,
+    mark_carried_over,
+    v1_path,
+    warn_of_others,
 )
 
-LEDGER_FORMAT = "fedsynth-privacy-ledger"
-LEDGER_VERSION = 1
-FINGERPRINT_PATTERN = re.compile(r"[0-9a-f]{64}")
-"""A source fingerprint is a SHA-256 in lower-case hex; it becomes the ledger's file name."""
-KEEP_HINT = (
-    "The ledger records the privacy already spent on this dataset, so training stays refused "
-    "until it is readable: restore the file from a backup (never delete it: that would reset "
-    "the budget), or ask the data owner how to proceed"
-)
+__all__ = [
+    "BudgetExceededError",
+    "LedgerCorruptError",
+    "LedgerError",
+    "LedgerMismatchError",
+    "PrivacyLedger",
+    "RunRecord",
+]
+
+REPREPARE_HINT = "a cache prepared by an older fedsynth has none: run `fedsynth data prepare` again"
 
 
-class LedgerError(FedsynthError):
-    """A privacy ledger cannot be used as it is; ``path`` names the file or folder."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        self.path = path
-        super().__init__(f"{path}: {message}")
-
-
-class LedgerCorruptError(LedgerError):
-    """The ledger file is not valid JSON or not a well-formed ledger."""
-
-
-class LedgerMismatchError(LedgerError):
-    """The ledger was kept with another accountant, delta or dataset than configured."""
-
-
-class BudgetExceededError(LedgerError):
-    """Planned training would spend more than the site's ``privacy.budget-epsilon``."""
-
-    def __init__(
-        self, path: Path, spent: float, projected: float, budget: float, delta: float
-    ) -> None:
-        self.spent, self.projected, self.budget = spent, projected, budget
-        remaining = max(0.0, budget - spent)
-        super().__init__(
-            path,
-            f"training refused before it started: it would bring this dataset's epsilon from "
-            f"{spent:.4g} (spent so far) to {projected:.4g} at delta {delta:g}, over the budget "
-            f"privacy.budget-epsilon = {budget:g} ({remaining:.4g} remains). Plan fewer steps "
-            "(training.max-steps, training.local-epochs, federation.num-rounds), add more noise "
-            "(privacy.noise-multiplier, or a smaller privacy.target-epsilon), or raise "
-            "privacy.budget-epsilon if the data owner agrees",
-        )
-
-
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One charge: a run or round's DP-SGD steps, and the dataset's epsilon after them."""
-
-    run_id: str
-    when: str
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    epsilon_after: float
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (an infinite epsilon is written as null)."""
-        return {
-            "run_id": self.run_id,
-            "when": self.when,
-            "noise_multiplier": self.noise_multiplier,
-            "sample_rate": self.sample_rate,
-            "steps": self.steps,
-            "epsilon_after": _json_float(self.epsilon_after),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
-        """Inverse of :meth:`to_json` (raises KeyError, TypeError or ValueError on bad input)."""
-        sigma, rate, steps = history_entry(
-            data["noise_multiplier"], data["sample_rate"], data["steps"]
-        )
-        run_id, when, after = data["run_id"], data["when"], data["epsilon_after"]
-        if not isinstance(run_id, str) or not run_id or not isinstance(when, str):
-            raise ValueError(f"a run record needs a run_id and a when: {dict(data)}")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int | float)):
-            raise ValueError(f"epsilon_after must be a number: {dict(data)}")
-        epsilon = math.inf if after is None else float(after)
-        return cls(run_id, when, sigma, rate, steps, epsilon)
+def _check_fingerprints(folder: Path, cases: Sequence[str], dataset: str) -> None:
+    """Refuse missing or malformed fingerprints, and two cases with the same source image."""
+    if not cases:
+        raise LedgerError(folder, f"the dataset has no per-case fingerprints; {REPREPARE_HINT}")
+    named = [("case", case) for case in cases] + ([("dataset", dataset)] if dataset else [])
+    for name, value in named:
+        if not FINGERPRINT_PATTERN.fullmatch(value):
+            raise LedgerError(
+                folder,
+                f"{value!r} is not a {name}'s source fingerprint (a SHA-256 in hex); "
+                f"{REPREPARE_HINT}",
+            )
+    first: dict[str, int] = {}
+    for position, case in enumerate(cases, start=1):
+        if case in first:
+            raise LedgerError(
+                folder,
+                f"cases {first[case]} and {position} of this dataset (in the cache's case order) "
+                "hold the same source image; DP-SGD's guarantee is per patient, so a patient "
+                "twice in a dataset spends more than it accounts for: leave the copy out",
+            )
+        first[case] = position
 
 
 class PrivacyLedger:
-    """A site's privacy ledger for one dataset (see the module docstring).
+    """A site's privacy ledger, seen from one dataset's cases (see the module docstring).
 
-    Open it with :meth:`open`; the constructor is for :meth:`open` and tests.
+    Open it with :meth:`open` or :meth:`for_cache`; the constructor is for them and tests.
     """
 
-    def __init__(self, path: Path, fingerprint: str, privacy: PrivacyConfig) -> None:
-        self.path = path
-        self.fingerprint = fingerprint
+    def __init__(self, folder: Path, cases: Sequence[str], privacy: PrivacyConfig) -> None:
+        self.path = folder / SITE_LEDGER_FILE
+        self.cases = tuple(cases)
+        """The dataset's per-case source fingerprints, in the cache's case order."""
+        self.case_set = case_set_id(self.cases)
         self.privacy = privacy
-        self._runs: list[RunRecord] = []
-        self._spent: float | None = None
+        self._contents = LedgerContents()
+        self._epsilons: dict[tuple[tuple[float, float, int], ...], float] = {}
 
     @classmethod
-    def open(cls, folder: Path, fingerprint: str, privacy: PrivacyConfig) -> PrivacyLedger:
-        """The ledger of the dataset with source ``fingerprint`` in ``folder`` (empty if new).
+    def open(
+        cls, folder: Path, cases: Sequence[str], privacy: PrivacyConfig, *, dataset: str = ""
+    ) -> PrivacyLedger:
+        """The site ledger in ``folder`` for a dataset of ``cases`` (fingerprints, in order).
+
+        ``dataset`` (the dataset's source fingerprint) carries its version-1 ledger over.
 
         Raises:
-            LedgerError: the fingerprint is missing or malformed, or the file cannot be read.
+            LedgerError: a fingerprint is missing or malformed, two cases hold the same image,
+                or the file cannot be read.
             LedgerCorruptError: the file is not a valid ledger (corrupt JSON, bad entries).
             LedgerMismatchError: the ledger was kept with another ``privacy.accountant`` or
-                ``privacy.delta``, or belongs to another dataset.
+                ``privacy.delta``, or a version-1 file belongs to another dataset.
             ConfigError: ``privacy.delta`` is 0 (DP-SGD needs delta > 0).
         """
-        if not FINGERPRINT_PATTERN.fullmatch(fingerprint):
-            raise LedgerError(
-                folder,
-                f"{fingerprint!r} is not a dataset's source fingerprint (a SHA-256 in hex); a "
-                "cache prepared by an older fedsynth has none: run `fedsynth data prepare` again",
-            )
+        _check_fingerprints(folder, cases, dataset)
         if privacy.delta <= 0:
             raise ConfigError("privacy.delta must be > 0 for DP-SGD (e.g. 1e-5)")
-        ledger = cls(folder / f"{fingerprint}.json", fingerprint, privacy)
+        ledger = cls(folder, cases, privacy)
+        if dataset and v1_path(folder, dataset).exists():
+            with ledger._locked():
+                ledger._reload()
+                if carry_over(folder, dataset, ledger.cases, privacy, ledger._contents):
+                    ledger._save()
+                mark_carried_over(folder, dataset)
         ledger._reload()
+        if dataset and folder.is_dir():
+            warn_of_others(folder, ledger._contents, dataset)
         return ledger
+
+    @classmethod
+    def for_cache(cls, folder: Path, index: CacheIndex, privacy: PrivacyConfig) -> PrivacyLedger:
+        """The site ledger in ``folder`` for the cases of a prepared cache (see :meth:`open`)."""
+        return cls.open(folder, index.case_fingerprints, privacy, dataset=index.source_fingerprint)
 
     # -- reading ---------------------------------------------------------------------------
     @property
     def runs(self) -> tuple[RunRecord, ...]:
-        """Every charge so far, oldest first."""
-        return tuple(self._runs)
+        """Every charge that included a case of this dataset, oldest first."""
+        mine = set(self.cases)
+        sets = self._contents.case_sets
+        return tuple(run for run in self._contents.runs if mine & sets[run.case_set])
+
+    def case_histories(self, *, excluding: str | None = None) -> list[History]:
+        """Each case's history (every run that included it, but ``excluding``), in order."""
+        return [self._contents.history_of(case, excluding=excluding) for case in self.cases]
+
+    def case_epsilons(self) -> list[float]:
+        """Epsilon spent on each case of this dataset so far, in the cache's case order."""
+        return [self._epsilon(history) for history in self.case_histories()]
 
     def history(self, *, excluding: str | None = None) -> History:
-        """Opacus' history of every charged step (optionally leaving out run ``excluding``)."""
-        return normalize_history(
-            (run.noise_multiplier, run.sample_rate, run.steps)
-            for run in self._runs
-            if run.run_id != excluding
-        )
+        """The history of this dataset's most spent case (optionally but run ``excluding``)."""
+        histories = self.case_histories(excluding=excluding)
+        return max(histories, key=self._epsilon)
 
     def spent_epsilon(self) -> float:
-        """Epsilon spent on this dataset so far, at the ledger's delta."""
-        if self._spent is None:
-            self._spent = self._epsilon(self.history())
-        return self._spent
+        """Epsilon spent so far on this dataset's most spent case, at the ledger's delta."""
+        return max(self.case_epsilons())
+
+    def projected_epsilons(
+        self, noise_multiplier: float, sample_rate: float, steps: int
+    ) -> list[float]:
+        """Each case's epsilon after ``steps`` more steps with these settings, in order."""
+        return [
+            self._epsilon(extend_history(history, noise_multiplier, sample_rate, steps))
+            for history in self.case_histories()
+        ]
 
     def projected_epsilon(self, noise_multiplier: float, sample_rate: float, steps: int) -> float:
-        """Epsilon after ``steps`` more steps with these settings."""
-        return self._epsilon(extend_history(self.history(), noise_multiplier, sample_rate, steps))
+        """The most spent case's epsilon after ``steps`` more steps with these settings."""
+        return max(self.projected_epsilons(noise_multiplier, sample_rate, steps))
 
     def check_budget(
         self, planned_noise_multiplier: float, sample_rate: float, planned_steps: int
     ) -> float:
-        """The projected epsilon of the planned steps, if it stays within the budget.
+        """The projected epsilon of the planned steps, if every case stays within the budget.
 
         Raises:
-            BudgetExceededError: the projection exceeds ``privacy.budget-epsilon``; the message
-                gives the spent and remaining budget, the projection, and what to do.
+            BudgetExceededError: a case's projection exceeds ``privacy.budget-epsilon``; the
+                message gives how many cases would, and the worst one's position, spent and
+                projected epsilon, and what to do.
         """
-        projected = self.projected_epsilon(planned_noise_multiplier, sample_rate, planned_steps)
-        if projected > self.privacy.budget_epsilon:
+        projected = self.projected_epsilons(planned_noise_multiplier, sample_rate, planned_steps)
+        worst = max(range(len(projected)), key=projected.__getitem__)
+        over = sum(1 for epsilon in projected if epsilon > self.privacy.budget_epsilon)
+        if over:
             raise BudgetExceededError(
                 self.path,
-                self.spent_epsilon(),
-                projected,
+                self.case_epsilons()[worst],
+                projected[worst],
                 self.privacy.budget_epsilon,
                 self.privacy.delta,
+                cases_over=over,
+                cases=len(projected),
+                position=worst + 1,
             )
-        return projected
+        return projected[worst]
 
     # -- writing ---------------------------------------------------------------------------
     def record(
         self, noise_multiplier: float, sample_rate: float, steps: int, *, run_id: str | None = None
     ) -> RunRecord:
-        """Append steps already taken (or committed to) and save; never refused by the budget.
+        """Append steps already taken (or committed to) on every case and save; never refused
+        by the budget.
 
         Raises:
             ValueError: ``run_id`` was already recorded.
@@ -217,62 +220,63 @@ class PrivacyLedger:
             return self._append(run_id or uuid.uuid4().hex, noise_multiplier, sample_rate, steps)
 
     def charge(self, run_id: str, noise_multiplier: float, sample_rate: float, steps: int) -> float:
-        """Charge run ``run_id`` for its planned steps before it trains; the spent epsilon after.
+        """Charge run ``run_id`` on every case before it trains; the spent epsilon after.
 
-        Checks the budget and records, under one lock. Charging a run again (a resumed run) with
-        the same noise and sample rate and no more steps is a no-op.
+        Checks the budget and records, under one lock. Charging a run again (a resumed run) on
+        the same cases with the same noise and sample rate and no more steps is a no-op.
 
         Raises:
-            BudgetExceededError: the planned steps would exceed the budget (nothing is recorded).
-            LedgerError: ``run_id`` was charged before with other settings or fewer steps.
+            BudgetExceededError: the planned steps would bring a case over the budget (nothing
+                is recorded).
+            LedgerError: ``run_id`` was charged before on other cases, with other settings or
+                fewer steps.
         """
         with self._locked():
             self._reload()
-            previous = next((run for run in self._runs if run.run_id == run_id), None)
+            previous = next((r for r in self._contents.runs if r.run_id == run_id), None)
             if previous is None:
                 self.check_budget(noise_multiplier, sample_rate, steps)
                 self._append(run_id, noise_multiplier, sample_rate, steps)
-            elif (previous.noise_multiplier, previous.sample_rate) != (
+            elif (previous.noise_multiplier, previous.sample_rate, previous.case_set) != (
                 noise_multiplier,
                 sample_rate,
+                self.case_set,
             ) or steps > previous.steps:
                 raise LedgerError(
                     self.path,
                     f"run {run_id} was charged for {previous.steps} steps at noise multiplier "
-                    f"{previous.noise_multiplier:g} and sample rate {previous.sample_rate:g}; "
+                    f"{previous.noise_multiplier:g} and sample rate {previous.sample_rate:g}"
+                    f"{'' if previous.case_set == self.case_set else ' on other cases'}; "
                     f"continuing it with {steps} steps at {noise_multiplier:g} and "
                     f"{sample_rate:g} would spend privacy it was not charged for: resume it "
-                    "with its original settings, or start a new run",
+                    "with its original settings and data, or start a new run",
                 )
         return self.spent_epsilon()
 
     # -- internals -------------------------------------------------------------------------
     def _epsilon(self, history: History) -> float:
-        return compute_epsilon(history, self.privacy.delta, self.privacy.accountant)
+        key = tuple(history)
+        if key not in self._epsilons:
+            privacy = self.privacy
+            self._epsilons[key] = compute_epsilon(history, privacy.delta, privacy.accountant)
+        return self._epsilons[key]
 
     def _append(self, run_id: str, sigma: float, rate: float, steps: int) -> RunRecord:
-        if any(run.run_id == run_id for run in self._runs):
+        if any(run.run_id == run_id for run in self._contents.runs):
             raise ValueError(f"run {run_id} is already in the ledger {self.path}")
         sigma, rate, steps = history_entry(sigma, rate, steps)
         after = self.projected_epsilon(sigma, rate, steps)
         when = datetime.now(UTC).isoformat(timespec="seconds")
-        record = RunRecord(run_id, when, sigma, rate, steps, after)
-        self._runs.append(record)
-        self._spent = after
+        record = RunRecord(run_id, when, sigma, rate, steps, self.case_set, after)
+        self._contents.case_sets.setdefault(self.case_set, frozenset(self.cases))
+        self._contents.runs.append(record)
         self._save()
         return record
 
     def _save(self) -> None:
-        data = {
-            "format": LEDGER_FORMAT,
-            "format_version": LEDGER_VERSION,
-            "fingerprint": self.fingerprint,
-            "accountant": self.privacy.accountant,
-            "delta": self.privacy.delta,
-            "spent_epsilon": _json_float(self.spent_epsilon()),
-            "history": [list(entry) for entry in self.history()],
-            "runs": [run.to_json() for run in self._runs],
-        }
+        contents = self._contents
+        epsilons = {case: self._epsilon(contents.history_of(case)) for case in contents.all_cases()}
+        data = contents_json(contents, self.privacy, epsilons)
         try:
             atomic_write_text(self.path, json.dumps(data, indent=2) + "\n")
         except OSError as err:
@@ -296,57 +300,7 @@ class PrivacyLedger:
 
     def _reload(self) -> None:
         """Read the file again (no file: an empty ledger) and check it against the config."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self._runs, self._spent = [], None
-            return
-        except (OSError, UnicodeDecodeError) as err:
-            raise LedgerError(self.path, f"cannot read the privacy ledger ({err})") from None
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
-                raise ValueError(f"not a {LEDGER_FORMAT} file")
-            self._check_header(data)
-            runs = [RunRecord.from_json(run) for run in data["runs"]]
-            stored = normalize_history(data["history"])
-        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-            raise LedgerCorruptError(
-                self.path, f"not a valid privacy ledger ({err}). {KEEP_HINT}"
-            ) from None
-        self._runs, self._spent = runs, None
-        if stored != self.history():
-            raise LedgerCorruptError(
-                self.path, f"its history does not match its run records. {KEEP_HINT}"
-            )
-
-    def _check_header(self, data: Mapping[str, Any]) -> None:
-        """Refuse a ledger from a newer fedsynth, for another dataset, accountant or delta."""
-        if data.get("format_version") != LEDGER_VERSION:
-            raise LedgerError(
-                self.path,
-                f"ledger format version {data.get('format_version')!r} is not "
-                f"{LEDGER_VERSION}: open it with the fedsynth version that wrote it",
-            )
-        if data.get("fingerprint") != self.fingerprint:
-            raise LedgerMismatchError(
-                self.path,
-                f"the ledger inside is for dataset {data.get('fingerprint')!r}, not for "
-                f"{self.fingerprint} as its file name says (renamed or copied?): restore "
-                "this dataset's own ledger file from a backup",
-            )
-        accountant, delta = data.get("accountant"), data.get("delta")
-        if accountant != self.privacy.accountant:
-            raise LedgerMismatchError(
-                self.path,
-                f"this dataset's epsilon was accounted with the {accountant!r} accountant but "
-                f"privacy.accountant = {self.privacy.accountant!r}; epsilons of different "
-                f"accountants cannot be combined: set privacy.accountant={accountant} here",
-            )
-        if delta != self.privacy.delta:
-            raise LedgerMismatchError(
-                self.path,
-                f"this dataset's epsilon was accounted at delta {delta!r} but privacy.delta = "
-                f"{self.privacy.delta:g}; epsilons at different deltas cannot be combined: "
-                f"set privacy.delta={delta} here",
-            )
+        data = read_json(self.path)
+        self._contents = (
+            LedgerContents() if data is None else parse_contents(self.path, data, self.privacy)
+        )

@@ -88,6 +88,10 @@ def test_the_cache_is_prepared_once_and_again_when_data_settings_change(
     ensure_prepared(files, smoke_config(**{"data.ct-window-max": 1500.0}))
     settings = json.loads(index.read_text())["settings"]
     assert settings["data.ct-window-max"] == 1500.0
+    raw = json.loads(index.read_text())
+    index.write_text(json.dumps({**raw, "case_fingerprints": {}}))  # an older fedsynth's cache
+    ensure_prepared(files, smoke_config(**{"data.ct-window-max": 1500.0}))
+    assert len(json.loads(index.read_text())["case_fingerprints"]) == 2  # prepared again
 
 
 def test_a_round_replies_with_the_model_s_arrays_and_charges_the_ledger(
@@ -112,8 +116,8 @@ def test_a_round_beyond_the_budget_is_refused_before_training(site: Path, tmp_pa
     config = smoke_config(**{"privacy.target-epsilon": 0.0, "privacy.budget-epsilon": 0.5})
     with pytest.raises(RoundRefusedError) as caught:
         train_round(_content(config), _node(site, tmp_path), "a")  # type: ignore[arg-type]
-    assert caught.value.reason.startswith("privacy budget: spent epsilon 0")
-    assert "over the site's budget 0.5" in caught.value.reason
+    assert caught.value.reason.startswith("privacy budget: the planned rounds would bring 2 of 2")
+    assert "over the site's budget 0.5; the most spent from epsilon 0 to" in caught.value.reason
     assert str(tmp_path) not in caught.value.reason
     charged = [json.loads(p.read_text())["runs"] for p in (tmp_path / "ledger").glob("*.json")]
     assert charged in ([], [[]])  # nothing was charged

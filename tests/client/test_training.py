@@ -11,9 +11,11 @@ from model_support import tiny_config
 
 from client.training import planned_steps, train_site
 from common.config import FedsynthConfig
+from common.data.cache import read_cache
 from common.data.site import prepare_site
 from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import CheckpointError, load_model
+from common.privacy.accounting import compute_epsilon
 from common.privacy.ledger import BudgetExceededError, PrivacyLedger
 from common.runs import read_summary
 from simulations.phantoms import write_cohort
@@ -33,10 +35,8 @@ def _site(tmp_path: Path, config: FedsynthConfig) -> Path:
     return tmp_path / "cache"
 
 
-def _ledger(folder: Path, cache: Path, config: FedsynthConfig) -> PrivacyLedger:
-    """The ledger of the cache's dataset in ``folder``."""
-    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
-    return PrivacyLedger.open(folder, index["source_fingerprint"], config.privacy)
+def _ledger(cache: Path, folder: Path, config: FedsynthConfig) -> PrivacyLedger:
+    return PrivacyLedger.for_cache(folder, read_cache(cache)[0], config.privacy)
 
 
 def test_planned_steps() -> None:
@@ -59,9 +59,40 @@ def test_run_writes_model_summary_and_charges_the_ledger(tmp_path: Path) -> None
     assert loaded == config
     lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
-    ledger = _ledger(tmp_path / "l", cache, config)
+    ledger = _ledger(cache, tmp_path / "l", config)
     assert ledger.spent_epsilon() == pytest.approx(summary.sites[0].epsilon)
     assert [run.steps for run in ledger.runs] == [4]
+
+
+def test_a_case_added_to_the_site_continues_every_other_case_s_budget(tmp_path: Path) -> None:
+    config = tiny_config(**SETTINGS)  # 8 cases, batch 4: 4 steps at sample rate 1/2
+    cache = _site(tmp_path, config)
+    train_site(config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l")
+    grown = tiny_config(**{**SETTINGS, "phantoms.cases-per-site": 9})  # the same 8, and one
+    cohort = write_cohort(grown, tmp_path / "grown")
+    prepare_site(cohort.sites[0], tmp_path / "grown-cache", grown.data)
+    before, after = (read_cache(c)[0] for c in (cache, tmp_path / "grown-cache"))
+    assert before.source_fingerprint != after.source_fingerprint
+    assert set(before.case_fingerprints) < set(after.case_fingerprints)
+    summary = train_site(
+        grown,
+        tmp_path / "grown-cache",
+        tmp_path / "run-2",
+        site_name="a",
+        ledger_dir=tmp_path / "l",
+    )
+    sigma = config.privacy.noise_multiplier  # 6 steps at sample rate 4/9 this time
+    both = compute_epsilon([(sigma, 0.5, 4), (sigma, 4 / 9, 6)], 1e-5, "rdp")
+    expected = [
+        both
+        if case in before.case_fingerprints
+        else compute_epsilon([(sigma, 4 / 9, 6)], 1e-5, "rdp")
+        for case in after.case_fingerprints
+    ]
+    ledger = _ledger(tmp_path / "grown-cache", tmp_path / "l", grown)
+    assert ledger.case_epsilons() == pytest.approx(expected)
+    assert sorted(expected).count(both) == 8
+    assert summary.sites[0].epsilon == pytest.approx(both)  # the run's figure: its worst case
 
 
 def test_resume_after_a_crash_is_charged_once(tmp_path: Path) -> None:
@@ -94,11 +125,11 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path: Path) -> No
     cache = _site(tmp_path, config)
     run = tmp_path / "run"
     train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
-    spent = _ledger(tmp_path / "l", cache, config).spent_epsilon()
+    spent = _ledger(cache, tmp_path / "l", config).spent_epsilon()
     changed = tiny_config(**{**SETTINGS, "training.max-steps": 7, "training.learning-rate": 0.5})
     with pytest.raises(CheckpointError, match=r"\(training\.learning-rate, training\.max-steps\)"):
         train_site(changed, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
-    assert _ledger(tmp_path / "l", cache, config).spent_epsilon() == pytest.approx(spent)
+    assert _ledger(cache, tmp_path / "l", config).spent_epsilon() == pytest.approx(spent)
     same = train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l", resume=True)
     assert same.steps == 4
 
@@ -193,12 +224,12 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_before_the_ledger(tmp_pat
     cache = _site(tmp_path, config)
     run = tmp_path / "run"
     train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
-    before = _ledger(tmp_path / "l", cache, config)
+    before = _ledger(cache, tmp_path / "l", config)
     model_bytes = (run / "model.pt").read_bytes()
     tight = tiny_config(**{**SETTINGS, "training.memory-limit-gib": 0.01})
     with pytest.raises(MemoryPlanError, match=r"training\.batch-size 2 would need"):
         train_site(tight, cache, run, site_name="a", ledger_dir=tmp_path / "l")
-    after = _ledger(tmp_path / "l", cache, config)
+    after = _ledger(cache, tmp_path / "l", config)
     assert after.spent_epsilon() == pytest.approx(before.spent_epsilon())
     assert [r.steps for r in after.runs] == [r.steps for r in before.runs] == [4]
     assert (run / "model.pt").read_bytes() == model_bytes

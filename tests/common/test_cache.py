@@ -247,3 +247,16 @@ def test_changed_voxels_or_mismatched_metadata_are_a_bad_layout(
 def test_the_index_round_trips_through_json() -> None:
     index = CacheIndex(1, "mri", (1.0, 1.0, 1.0), (8, 8, 8), {"data.modality": "mri"}, ("a",), "f")
     assert CacheIndex.from_json(json.loads(json.dumps(index.to_json()))) == index
+
+
+def test_case_fingerprints_are_kept_by_case_and_must_name_the_cases(tmp_path: Path) -> None:
+    cases = [_case("b", 2), _case("a", 1)]
+    given = {"a": "1" * 64, "b": "2" * 64}
+    index = write_cache(cases, tmp_path / "c", data=DATA, case_fingerprints=given)
+    assert index.case_fingerprints == ("1" * 64, "2" * 64)  # in case-id order
+    assert read_cache(tmp_path / "c")[0].case_fingerprints == index.case_fingerprints
+    assert write_cache(cases, tmp_path / "older", data=DATA).case_fingerprints == ()
+    with pytest.raises(ValueError, match="exactly the cases written"):
+        write_cache(cases, tmp_path / "x", data=DATA, case_fingerprints={"a": "1" * 64})
+    _edit_index(tmp_path / "c", case_fingerprints={"a": "1" * 64})
+    _expect(tmp_path / "c", "bad-layout", tmp_path / "c" / INDEX_FILE, "must name exactly")

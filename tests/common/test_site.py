@@ -15,6 +15,10 @@ from common.data.problems import ProblemKind, SiteDataError
 from common.data.site import check_site, prepare_site
 from common.errors import DataError
 
+PINNED_TINY_CT_CASE = "585e0c8a5b4932f69aa37246494ebe7d2e7f37369b491110a7e103403f8f1e2d"
+"""``case_fingerprint`` of ``tiny_ct()``'s image, computed by hand (SHA-256 of the tag, the shape
+and each slice as little-endian float64, length-prefixed); ledgers are keyed by such digests."""
+
 
 def _settings(spacing: str, **extra: Scalar) -> dict[str, Scalar]:
     return {"data.target-shape": "12,12,12", "data.target-spacing": spacing, **extra}
@@ -31,6 +35,31 @@ def test_source_fingerprint_survives_new_settings(ct_site: Path, tmp_path: Path)
     write_pattern_case(ct_site, "c", *tiny_ct())
     more = prepare_site(ct_site, tmp_path / "more", load_config(_settings("3.0")).data)
     assert more.index.source_fingerprint != coarse.index.source_fingerprint
+
+
+def test_case_fingerprints_follow_the_image_not_its_name_format_label_or_settings(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    image, label = tiny_ct()
+    write_pattern_case(site, "p1", image, label)
+    tumour = sitk.GetArrayFromImage(label) == 1
+    relabelled = sitk.GetImageFromArray(tumour.astype(np.uint8))  # bone from the HU threshold
+    relabelled.CopyInformation(label)
+    write_pattern_case(site, "renamed", sitk.Cast(image, sitk.sitkFloat32), relabelled)
+    voxels = sitk.GetArrayFromImage(image)
+    voxels[0, 0, 0] += 1  # another patient, one voxel apart
+    other = sitk.GetImageFromArray(voxels)
+    other.CopyInformation(image)
+    write_pattern_case(site, "p3", other, label)
+    fine = prepare_site(site, tmp_path / "fine", load_config(_settings("1.5")).data).index
+    coarse = prepare_site(site, tmp_path / "coarse", load_config(_settings("3.0")).data).index
+    assert coarse.case_fingerprints == fine.case_fingerprints
+    by_case = dict(zip(fine.case_ids, fine.case_fingerprints, strict=True))
+    assert by_case["p1"] == by_case["renamed"] != by_case["p3"]
+    assert by_case["p1"] == PINNED_TINY_CT_CASE  # the hashing cannot change unnoticed
+    stored = json.loads((tmp_path / "fine" / "index.json").read_text())
+    assert stored["case_fingerprints"] == by_case
 
 
 def test_site_report_counts(ct_site: Path) -> None:
