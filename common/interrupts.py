@@ -56,8 +56,9 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (main thread only;
-    elsewhere, or when already active, the block runs with the handlers as they are)."""
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted`; the handlers before it
+    come back after it. Outside the main thread (where Python cannot handle signals) the block
+    runs with the handlers as they are."""
     try:
         previous = {signum: signal.signal(signum, _handler) for signum in STOP_SIGNALS}
     except ValueError:  # not the main thread: signals cannot be handled here
