@@ -106,7 +106,7 @@ def start_server(study: Path, port: int, log: Path) -> Server:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"vtt serve exited: {log.read_text()}")
+            raise RuntimeError(f"vtt serve exited: {log.read_text(encoding='utf-8')}")
         try:
             with urllib.request.urlopen(f"{url}/login", timeout=2) as reply:
                 if reply.status == 200:
@@ -115,4 +115,6 @@ def start_server(study: Path, port: int, log: Path) -> Server:
             time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    raise RuntimeError(f"vtt serve did not answer in {SERVER_START_TIMEOUT_S} s: {log.read_text()}")
+    raise RuntimeError(
+        f"vtt serve did not answer in {SERVER_START_TIMEOUT_S} s: {log.read_text(encoding='utf-8')}"
+    )

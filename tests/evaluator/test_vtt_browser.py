@@ -169,4 +169,4 @@ def test_two_readers_read_a_study_across_a_server_restart(browser: Any, tmp_path
     assert result.readers["ben"].specificity == 1.0
     assert result.pooled.accuracy == pytest.approx(6 / 8)
     assert result.kappa == pytest.approx(-1 / 3)  # as hand-computed in test_vtt_score
-    assert not [t for t in created.tokens.values() if t in log.read_text()]
+    assert not [t for t in created.tokens.values() if t in log.read_text(encoding="utf-8")]

@@ -37,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _origins(folder: Path) -> dict[str, list[str]]:
-    key = json.loads((folder / KEY_FILE).read_text())
+    key = json.loads((folder / KEY_FILE).read_text(encoding="utf-8"))
     by_source: dict[str, list[str]] = {"real": [], "synthetic": []}
     for entry in key.values():
         by_source[entry["source"]].append(entry["origin"])
@@ -72,7 +72,7 @@ def test_real_cases_are_prepared_on_the_release_grid_in_hounsfield_units(
 ) -> None:
     make_study(world, tmp_path / "study", n=4)
     study = load_study(tmp_path / "study")
-    entries = json.loads((study.folder / KEY_FILE).read_text())
+    entries = json.loads((study.folder / KEY_FILE).read_text(encoding="utf-8"))
     real = load_real(world.real, CONFIG)
     for case_id, entry in entries.items():
         if entry["source"] == "real":
@@ -83,7 +83,7 @@ def test_real_cases_are_prepared_on_the_release_grid_in_hounsfield_units(
 
 def test_nothing_in_the_study_file_tells_the_sources_apart(world: World, tmp_path: Path) -> None:
     created = make_study(world, tmp_path / "study")
-    text = (tmp_path / "study" / STUDY_FILE).read_text()
+    text = (tmp_path / "study" / STUDY_FILE).read_text(encoding="utf-8")
     origins = _origins(tmp_path / "study")
     assert not any(o in text for o in origins["real"] + origins["synthetic"])
     assert '"real"' not in text
@@ -116,7 +116,7 @@ def test_tokens_and_key_are_private_files(world: World, tmp_path: Path) -> None:
     created = make_study(world, tmp_path / "study")
     for name in (TOKENS_FILE, KEY_FILE):
         assert stat.S_IMODE((tmp_path / "study" / name).stat().st_mode) == 0o600
-    lines = (tmp_path / "study" / TOKENS_FILE).read_text().splitlines()
+    lines = (tmp_path / "study" / TOKENS_FILE).read_text(encoding="utf-8").splitlines()
     rows = dict(line.split("\t") for line in lines if not line.startswith("#"))
     assert rows == created.tokens
     assert set(rows) == {ADMIN, "ana", "ben"}
@@ -159,7 +159,7 @@ def test_the_command_prints_every_link_once_and_refuses_with_a_message(
     assert result.exit_code == 0, result.output
     tokens = dict(
         line.split("\t")
-        for line in (out / TOKENS_FILE).read_text().splitlines()
+        for line in (out / TOKENS_FILE).read_text(encoding="utf-8").splitlines()
         if not line.startswith("#")
     )
     for token in tokens.values():
@@ -173,7 +173,7 @@ def test_the_command_prints_every_link_once_and_refuses_with_a_message(
 def test_a_damaged_study_folder_is_refused_naming_the_file(world: World, tmp_path: Path) -> None:
     folder = tmp_path / "study"
     make_study(world, folder, n=1)
-    data = json.loads((folder / STUDY_FILE).read_text())
+    data = json.loads((folder / STUDY_FILE).read_text(encoding="utf-8"))
     (folder / STUDY_FILE).write_text(json.dumps({**data, "format": "other/9"}))
     with pytest.raises(StudyError, match=r"study\.json: format 'other/9'"):
         load_study(folder)

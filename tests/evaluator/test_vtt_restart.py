@@ -58,7 +58,7 @@ def test_answers_survive_a_killed_server(tmp_path: Path) -> None:
         assert progress[0] == {"reader": "ana", "answered": 2, "total": 4}
     finally:
         server.stop()
-    output = log.read_text()
+    output = log.read_text(encoding="utf-8")
     assert "serving" in output
     assert not [token for token in created.tokens.values() if token in output]
     assert "/api/" not in output  # no access log

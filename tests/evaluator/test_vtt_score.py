@@ -98,10 +98,10 @@ def test_scores_of_stored_answers_match_a_hand_count(study: Path, tmp_path: Path
     assert len(answers) == 8
     assert {a["case"] for a in answers if a["truth"] == "synthetic"} == set(synthetic)
     assert {a["case"] for a in answers if a["truth"] == "real"} == set(real)
-    numbers = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    numbers = json.loads((tmp_path / "scores" / "scores.json").read_text(encoding="utf-8"))
     assert numbers["fleiss_kappa"]["value"] == pytest.approx(-1 / 3)
     assert numbers["confidence"]["1"]["accuracy"] is None  # not a number: no answers
-    page = (tmp_path / "scores" / "report.html").read_text()
+    page = (tmp_path / "scores" / "report.html").read_text(encoding="utf-8")
     assert "Fleiss" in page
     assert "data:image/png;base64," in page
     with pytest.raises(OutputExistsError):
@@ -135,7 +135,7 @@ def test_one_reader_has_no_kappa_and_the_command_says_so(tmp_path: Path) -> None
     )
     assert result.exit_code == 0, result.output
     assert "pooled accuracy 1.000" in result.output
-    numbers = json.loads((tmp_path / "o" / "scores.json").read_text())
+    numbers = json.loads((tmp_path / "o" / "scores.json").read_text(encoding="utf-8"))
     assert numbers["fleiss_kappa"] == {
         "value": None,
         "cases": 0,

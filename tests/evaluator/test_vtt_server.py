@@ -45,7 +45,7 @@ def study(folder: Path, tmp_path: Path) -> Path:
 
 
 def _tokens(folder: Path) -> dict[str, str]:
-    return json.loads((folder.parent / "tokens.json").read_text())
+    return json.loads((folder.parent / "tokens.json").read_text(encoding="utf-8"))
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -157,10 +157,10 @@ def test_no_reply_tells_real_from_synthetic(folder: Path, study: Path) -> None:
     key = load_key(study.parent)
     client = TestClient(create_app(study))
     ana = _bearer(tokens["ana"])
-    entries = json.loads((study.parent / KEY_FILE).read_text()).values()
+    entries = json.loads((study.parent / KEY_FILE).read_text(encoding="utf-8")).values()
     forbidden = ["synth_", "real-0", "origin", "source", *(e["origin"] for e in entries)]
     texts = [client.get(path, headers=ana).text for path in ("/read", "/api/me", "/api/study")]
-    texts += [p.read_text() for p in STATIC.iterdir()]
+    texts += [p.read_text(encoding="utf-8") for p in STATIC.iterdir()]
     headers_by_source: dict[str, set[tuple[tuple[str, str], ...]]] = {
         "real": set(),
         "synthetic": set(),
