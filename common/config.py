@@ -694,6 +694,14 @@ class AuditConfig:
         "ones beside their nearest training cases",
         minimum=0,
     )
+    max_candidate_factor: float = setting(
+        3.0,
+        "release gate: the server samples at most this many times federation.release-cases "
+        "candidates in all (flagged candidates are withheld and replaced until release-cases "
+        "pass every site's audit or this limit is reached)",
+        minimum=1.0,
+        maximum=100.0,
+    )
 
     def __post_init__(self) -> None:
         _check_fields("audit", self)
@@ -750,19 +758,25 @@ class SiteConfig:
     site_name: str
     cache_dir: Path | None
     ledger_dir: Path | None = None
+    holdout_path: Path | None = None
+    """Real cases of the site not trained on, which calibrate the federated audit."""
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Scalar]) -> SiteConfig:
-        """Read ``data-path``, ``site-name``, ``cache-dir``, ``ledger-dir`` from node config."""
-        data_path = node_config.get("data-path")
-        cache_dir = node_config.get("cache-dir")
-        ledger_dir = node_config.get("ledger-dir")
+        """Read ``data-path``, ``site-name``, ``cache-dir``, ``ledger-dir`` and
+        ``holdout-path`` from node config."""
+
+        def path(key: str) -> Path | None:
+            value = node_config.get(key)
+            return Path(str(value)) if value else None
+
         name = node_config.get("site-name", node_config.get("partition-id", "site"))
         return cls(
-            data_path=Path(str(data_path)) if data_path else None,
+            data_path=path("data-path"),
             site_name=str(name),
-            cache_dir=Path(str(cache_dir)) if cache_dir else None,
-            ledger_dir=Path(str(ledger_dir)) if ledger_dir else None,
+            cache_dir=path("cache-dir"),
+            ledger_dir=path("ledger-dir"),
+            holdout_path=path("holdout-path"),
         )
 
 

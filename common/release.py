@@ -134,8 +134,10 @@ def new_manifest(
     sites: list[SiteRecord],
     cases: int,
     seed: int,
+    audit: dict[str, Any] | None = None,
 ) -> Manifest:
-    """A manifest from the run's settings; ``seed`` is the one sampling used."""
+    """A manifest from the run's settings; ``seed`` is the one sampling used, ``audit`` what
+    the release gate recorded ({} for a release no federated audit screened)."""
     sampler = config.model.sampler if family == "diffusion" else "generator"
     steps = (
         config.model.sampling_steps
@@ -153,6 +155,7 @@ def new_manifest(
         cases=cases,
         run_config=release_settings(config),
         prior=prior_record(config),
+        audit=dict(audit or {}),
     )
 
 

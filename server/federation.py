@@ -35,6 +35,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common.atomic import atomic_write_text, is_nonempty_dir
+from common.audit.exchange import site_name
 from common.config import RESUME_IGNORED_KEYS, FedsynthConfig, changed_settings, to_run_config
 from common.errors import FedsynthError, OutputExistsError
 from common.exchange import (
@@ -47,13 +48,20 @@ from common.exchange import (
     model_arrays,
     settings_record,
 )
-from common.models.checkpoint import CheckpointError, load_payload, save_model, save_payload
+from common.models.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_payload,
+    save_model,
+    save_payload,
+)
 from common.models.prior import initial_model
 from common.release import SiteRecord
 from common.runs import MODEL_FILE, RunSummary, write_summary
 from common.seeding import derive_seed
 from server.gate import screen_replies
-from server.sampling import release_from_run
+from server.release_gate import CandidateSampler, gated_release, model_sampler
+from server.sampling import write_model_release
 from server.strategies import build_strategy
 
 LOGGER = logging.getLogger("fedsynth.server")
@@ -234,7 +242,7 @@ def _metric(reply: Message, key: str) -> float:
 
 def _record_site(sites: dict[str, dict[str, float]], reply: Message) -> None:
     """Keep a site's latest privacy figures (its ledger's cumulative epsilon)."""
-    key = f"site-{int(_metric(reply, SITE_KEY)):012x}"
+    key = site_name(int(_metric(reply, SITE_KEY)))
     figures = sites.setdefault(key, {})
     figures["cases"] = _metric(reply, EXAMPLES_KEY)
     metrics = reply.content[METRICS_KEY]
@@ -350,12 +358,21 @@ class FederationOutcome:
 
 
 def federate(
-    grid: Grid, config: FedsynthConfig, run_dir: Path, *, on_round: RoundCallback | None = None
+    grid: Grid,
+    config: FedsynthConfig,
+    run_dir: Path,
+    *,
+    on_round: RoundCallback | None = None,
+    sampler: CandidateSampler | None = None,
 ) -> FederationOutcome:
-    """The rounds (:func:`run_federation`), then the release sampled from the global model.
+    """The rounds (:func:`run_federation`), then the release: candidates sampled from the
+    global model (or drawn by ``sampler``), audited at every site, and only those no site
+    flags released (:mod:`server.release_gate`).
 
     Raises:
         NoUpdatesError: no round aggregated an update (every site failed or was rejected).
+        ReleaseRefusedError: a site failed the audit, a site's ledger is over budget, or every
+            candidate was flagged; nothing is released.
     """
     summary = run_federation(grid, config, run_dir, on_round=on_round)
     reports = [json.loads(line) for line in (run_dir / ROUNDS_FILE).read_text().splitlines()]
@@ -365,7 +382,24 @@ def federate(
             f"untrained and nothing is released: see why each site was left out in "
             f"{run_dir / ROUNDS_FILE} and the sites' logs"
         )
+    model, saved = load_model(run_dir / MODEL_FILE)
+    run_id = run_identity(dict(to_run_config(config)))
+    gated = gated_release(
+        grid,
+        saved,
+        run_id,
+        sampler or model_sampler(model, saved),
+        [site.name for site in summary.sites],
+    )
     release = run_dir / RELEASE_DIR
-    cases = config.federation.release_cases
-    release_from_run(run_dir, cases, release, overwrite=True)
-    return FederationOutcome(summary, release, cases)
+    write_model_release(
+        run_dir,
+        model,
+        saved,
+        gated.pairs,
+        release,
+        seed=saved.seed,
+        audit=gated.record,
+        overwrite=True,
+    )
+    return FederationOutcome(summary, release, int(gated.pairs.label.shape[0]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,18 +73,36 @@ def release_from_run(
     if sampling:
         config = sampling_config(config, sampling)
         model.config = config.model
-    summary = read_summary(run)
     root_seed = config.seed if seed is None else seed
     generator = torch_generator(root_seed, "release")
     model.train_mode(False)
     pairs = sample_pairs(model, n, config.training.batch_size, generator, on_batch)
+    ids = write_model_release(run, model, config, pairs, out, seed=root_seed, overwrite=overwrite)
+    return config, ids
+
+
+def write_model_release(
+    run: Path,
+    model: GenerativeModel,
+    config: FedsynthConfig,
+    pairs: SyntheticPairs,
+    out: Path,
+    *,
+    seed: int,
+    audit: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Write ``pairs`` sampled from a run's ``model`` (with ``seed``) as a release folder whose
+    manifest names the run's rounds and sites, and ``audit`` (the release gate's record)."""
+    summary = read_summary(run)
     manifest = new_manifest(
         config,
         family=model.family,
         model_hash=model_hash(model),
         rounds=summary.rounds,
         sites=summary.sites,
-        cases=n,
-        seed=root_seed,
+        cases=int(pairs.label.shape[0]),
+        seed=seed,
+        audit=audit,
     )
-    return config, write_release(pairs, out, config, manifest, overwrite=overwrite)
+    return write_release(pairs, out, config, manifest, overwrite=overwrite)

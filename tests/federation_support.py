@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from client.app import audit as client_audit
 from client.app import train as client_train
 from common.config import FedsynthConfig, Scalar, load_config
 from common.exchange import ARRAYS_KEY, METRICS_KEY, ROUND_KEY
@@ -40,6 +41,10 @@ class LocalGrid:
     tamper: dict[int, Tamper] = field(default_factory=dict)
     sent: list[Message] = field(default_factory=list)
     asked: list[Message] = field(default_factory=list)
+    audit_tamper: dict[int, Tamper] = field(default_factory=dict)
+    """What a site does to its audit replies (``tamper`` changes train replies only)."""
+    audits: list[Message] = field(default_factory=list)
+    """The audit replies as the sites sent them (also in ``sent``)."""
 
     def get_node_ids(self) -> Iterable[int]:
         """Every site is always connected."""
@@ -48,7 +53,8 @@ class LocalGrid:
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Each site trains on its message; its (possibly tampered) reply comes back."""
+        """Each site trains on (or audits) its message; its (possibly tampered) reply comes
+        back."""
         replies = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
@@ -61,10 +67,14 @@ class LocalGrid:
                 state=RecordDict(),
                 run_config={},
             )
-            reply = client_train(message, context)
+            is_audit = message.metadata.message_type.startswith("query.")
+            reply = (client_audit if is_audit else client_train)(message, context)
             self.sent.append(reply)
+            if is_audit:
+                self.audits.append(reply)
             server_round = int(message.content["config"][ROUND_KEY])  # type: ignore[index, arg-type]
-            changed = self.tamper[node](reply, server_round) if node in self.tamper else reply
+            tampers = self.audit_tamper if is_audit else self.tamper
+            changed = tampers[node](reply, server_round) if node in tampers else reply
             if changed is not None:
                 replies.append(changed)
         return replies

@@ -18,12 +18,12 @@ from common.audit.inputs import (
     audit_config,
     load_real_cases,
     load_synthetic_cases,
+    structure_values,
 )
 from common.audit.report import central_page, onsite_page
 from common.audit.run import Audit, SearchProgress, run_audit
 from common.audit.search import CaseSet
 from common.config import FedsynthConfig, Scalar
-from common.data.schema import schema_for
 from common.errors import OutputExistsError
 from common.release import read_manifest
 from common.strict_json import strict_dumps
@@ -105,7 +105,7 @@ def audit_folder(
         say("checking and preparing the held-out cases")
         held = _real(holdout, config)
     say("searching nearest neighbours")
-    values = tuple(sorted(schema_for(config.data.modality).labels.values()))
+    values = structure_values(config.data.modality)
     audit = run_audit(
         synthetic, synthetic_ids, train_cases, held, values, config.audit, on_search=on_search
     )

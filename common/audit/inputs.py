@@ -19,6 +19,7 @@ from common.audit.search import CaseSet
 from common.config import FedsynthConfig, Scalar
 from common.data.loading import load_case
 from common.data.preprocess import prepare_case
+from common.data.schema import schema_for
 from common.data.site import check_site, usable_cases
 from common.errors import FedsynthError
 from common.release import MANIFEST_FILE, release_intensity, release_settings
@@ -43,6 +44,11 @@ SITE_READING_KEYS = (
 
 class AuditInputError(FedsynthError, ValueError):
     """An audit input cannot be used as given; the message names the path and what to do."""
+
+
+def structure_values(modality: str) -> tuple[int, ...]:
+    """The label values of a modality's structures (its schema's non-zero values), sorted."""
+    return tuple(sorted(schema_for(modality).labels.values()))
 
 
 def _adjustable(key: str) -> bool:

@@ -67,7 +67,8 @@ def test_rounds_train_aggregate_and_release_synthetic_cases(
     rounds = _rounds(tmp_path / "run")
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["accepted"] == 2 and r["aggregated"] and r["rejected"] == {} for r in rounds)
-    assert len(grid.asked) == 4  # 2 sites x 2 rounds
+    assert len(grid.asked) == 6  # 2 sites x 2 rounds, then 2 sites x 1 audit
+    assert len(grid.audits) == 2
     initial = {k: v.numpy() for k, v in model_arrays(build_model(config)).items()}
     trained = _global(tmp_path / "run")
     assert any(not np.allclose(initial[k], trained[k].numpy()) for k in initial)
@@ -112,8 +113,9 @@ def test_every_message_a_site_sends_holds_only_parameters_and_scalars(
     expected = array_spec(model_arrays(build_model(config)))
     secrets = [str(value) for node in sites.values() for value in node.values()]
     secrets += [p.name for p in (tmp_path / "sites").rglob("*")]  # file names, case ids
-    assert len(grid.sent) == 4
-    for reply in grid.sent:
+    trained = [reply for reply in grid.sent if reply.metadata.message_type == "train"]
+    assert len(trained) == 4
+    for reply in trained:
         assert not reply.has_error()
         assert set(reply.content.keys()) == {ARRAYS_KEY, METRICS_KEY}
         arrays, metrics = reply.content[ARRAYS_KEY], reply.content[METRICS_KEY]
