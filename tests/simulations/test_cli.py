@@ -108,6 +108,15 @@ def test_demo_trains_a_federation_and_releases_synthetic_cases(tmp_path: Path) -
     assert [site["name"] in output for site in manifest["sites"]] == [True, True]
     assert all(0 < site["epsilon"] <= 8.0 + 1e-6 for site in manifest["sites"])
     assert len(list((release / "imagesTr").glob("*.nii.gz"))) == 2
+    audit = manifest["audit"]  # the federated audit ran in Flower's simulation engine
+    assert audit["federated"] is True
+    assert sorted(audit["sites"]) == sorted(site["name"] for site in manifest["sites"])
+    assert audit["released"] + audit["withheld"] == audit["candidates"]
+    assert [case["case"] for case in audit["cases"]] == ["synth_0000", "synth_0001"]
+    for site in audit["sites"].values():  # 2 cases a site, none held out: leave-one-out
+        assert site["calibration"]["source"] == "train-leave-one-out"
+        assert sorted(site["thresholds"]) == ["features", "labels", "voxels"]
+        assert site["train_cases"] == 2
     assert (out / "real-vs-synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "done in" in output
 
