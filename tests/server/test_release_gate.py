@@ -102,7 +102,8 @@ def test_a_copy_of_a_training_case_is_withheld_and_replaced(tmp_path: Path, site
     assert withheld["candidate"] == 0
     site = sorted(audit["sites"])
     copied_at = [name for name in site if withheld["nearest"][name]["voxels"] < 1e-6]
-    assert withheld["flagged_by"] == copied_at and len(copied_at) == 1
+    assert withheld["flagged_by"] == copied_at
+    assert len(copied_at) == 1
     assert withheld["nearest"][copied_at[0]]["labels"] == pytest.approx(0.0, abs=1e-9)
     assert (audit["candidates"], audit["released"], audit["withheld"]) == (3, 2, 1)
     assert [case["candidate"] for case in audit["cases"]] == [1, 2]  # topped up
@@ -164,7 +165,7 @@ def test_a_site_whose_ledger_is_over_budget_stops_the_release(tmp_path: Path, si
             )
             ledger.record(0.3, 1.0, 50)
 
-    with pytest.raises(OverBudgetError, match="over privacy.budget-epsilon = 10"):
+    with pytest.raises(OverBudgetError, match=r"over privacy\.budget-epsilon = 10"):
         federate(LocalGrid(sites).as_grid(), config, tmp_path / "run", on_round=spend_elsewhere)
     assert not (tmp_path / "run" / "release").exists()
 
@@ -189,7 +190,8 @@ def test_an_audit_reply_holds_only_distances_flags_and_figures(
         assert not any(isinstance(r, ArrayRecord) for r in reply.content.values())
         metrics = reply.content[METRICS_RECORD]
         text = reply.content[TEXT_RECORD]
-        assert isinstance(metrics, MetricRecord) and isinstance(text, ConfigRecord)
+        assert isinstance(metrics, MetricRecord)
+        assert isinstance(text, ConfigRecord)
         for key, value in metrics.items():  # scalars, or one number per candidate
             if isinstance(value, list):
                 assert len(value) == 2, key
@@ -214,7 +216,7 @@ def test_an_audit_reply_holds_only_distances_flags_and_figures(
 
 def test_the_attempt_limit_is_a_checked_setting() -> None:
     assert load_config({}).audit.max_candidate_factor == 3.0
-    with pytest.raises(ConfigError, match="audit.max-candidate-factor = 0.5 is below"):
+    with pytest.raises(ConfigError, match=r"audit\.max-candidate-factor = 0\.5 is below"):
         load_config({"audit.max-candidate-factor": 0.5})
     with pytest.raises(ConfigError, match="above its maximum 100"):
         load_config({"audit.max-candidate-factor": 101.0})
