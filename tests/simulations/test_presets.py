@@ -39,6 +39,11 @@ def test_quality_presets_hold_the_issue_settings() -> None:
         assert config.data.target_shape == (32, 32, 32)
         assert not config.privacy.enabled
     assert mri.data.modality == "mri"
+    # the settings chosen on the validation split (simulations/presets.py says with what)
+    assert mri.model.denoiser_output == "class-probabilities"
+    assert mri.model.self_conditioning
+    assert mri.model.tumour_weight == 1.0
+    assert ct.model.denoiser_output == "velocity"
     assert dp.phantoms.sites == 3
     assert dp.privacy.enabled
     assert dp.privacy.target_epsilon == 8.0
