@@ -23,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from common.config import Scalar
+from common.nesting import nested
 from deploy.commands import FLWR_EXECUTABLE, daemon_environment
 from deploy.errors import CertificateError, DeployError, RunError, SettingError
 
@@ -111,15 +112,8 @@ def stage_app(project: Path, dest: Path, packages: Sequence[str] | None = None) 
 
 def write_run_config(path: Path, run_config: Mapping[str, Scalar]) -> Path:
     """Write run-config overrides (dotted keys) as the TOML file ``flwr run --run-config`` reads."""
-    nested: dict[str, Any] = {}
-    for key, value in run_config.items():
-        *sections, leaf = key.split(".")
-        table = nested
-        for section in sections:
-            table = table.setdefault(section, {})
-        table[leaf] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(nested), encoding="utf-8")
+    path.write_text(tomli_w.dumps(nested(run_config, ".")), encoding="utf-8")
     return path
 
 

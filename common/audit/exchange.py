@@ -36,6 +36,7 @@ from common.audit.run import Audit
 from common.audit.search import SPACES, CaseSet
 from common.config import FedsynthConfig
 from common.exchange import CONFIG_KEY, SITE_KEY, ExchangeError, read_settings, settings_record
+from common.nesting import nested
 
 AUDIT_ACTION = "audit"
 """The ClientApp's query action: messages of type ``query.audit``."""
@@ -164,17 +165,6 @@ def _number(record: MetricRecord, key: str) -> float:
     return float(value)
 
 
-def _nest(flat: Mapping[str, float]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        *path, last = key.split(SEPARATOR)
-        node = nested
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return nested
-
-
 def read_audit_reply(content: RecordDict, candidates: int) -> SiteAudit:
     """A site's audit of ``candidates`` candidates from its reply.
 
@@ -228,7 +218,7 @@ def read_audit_reply(content: RecordDict, candidates: int) -> SiteAudit:
         thresholds=thresholds,
         calibration=calibration,
         counts=counts,
-        figures=_nest(figures),
+        figures=nested(figures, SEPARATOR),
         epsilon=epsilon,
         delta=delta,
     )
