@@ -201,3 +201,34 @@ def test_a_plain_train_with_the_defaults_fits_a_24_gib_machine(family: str) -> N
 def test_meta_device_building_leaves_torch_defaults_alone() -> None:
     parameter_counts(tiny_config())
     assert torch.empty(1).device.type == "cpu"
+
+
+def _fake_gpu(monkeypatch: pytest.MonkeyPatch, free_bytes: int) -> None:
+    """A CUDA device with ``free_bytes`` free, as torch.cuda reports it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (free_bytes, 2 * free_bytes))
+
+
+def test_on_a_gpu_the_tensors_are_planned_against_its_free_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_machine(tmp_path, monkeypatch, free_kib=24 * 2**20)  # the CPU side is roomy
+    config = tiny_config(**{"training.device": "auto"})
+    total = estimate_bytes(generator_workload(config, largest_batch(4, 8, True)))
+    on_device = total - int(planning.COEFFICIENTS["base"])  # the process's base stays on CPU
+    assert on_device > 0
+    _fake_gpu(monkeypatch, free_bytes=on_device + 1)
+    plan = plan_memory(config, cases=8)
+    assert (plan.needed, plan.limit) == (on_device, on_device + 1)
+    _fake_gpu(monkeypatch, free_bytes=on_device - 1)
+    with pytest.raises(MemoryPlanError, match="free GPU memory") as refused:
+        plan_memory(config, cases=8)
+    assert refused.value.limit == on_device - 1
+    # training.memory-limit-gib caps the GPU's free memory too
+    _fake_gpu(monkeypatch, free_bytes=4 * GIB)
+    capped = tiny_config(**{"training.device": "auto", "training.memory-limit-gib": 1e-3})
+    with pytest.raises(MemoryPlanError, match=r"training\.memory-limit-gib = 0\.001"):
+        plan_memory(capped, cases=8)
+    # training.device = cpu plans against the CPU's memory even with a GPU present
+    cpu = plan_memory(tiny_config(**{"training.device": "cpu"}), cases=8)
+    assert (cpu.needed, cpu.limit) == (total, 24 * GIB)
