@@ -450,6 +450,13 @@ class ModelConfig:
         "ddim", "diffusion: sampler for synthetic cases", choices=("ddim", "ddpm")
     )
     sampling_steps: int = setting(50, "diffusion: DDIM steps", minimum=1, maximum=10000)
+    tumour_logit_shift: float = setting(
+        0.0,
+        "diffusion with class-probabilities: added at sampling to the tumour classes' logits, "
+        "which scales the sampled tumour volume (negative: smaller); a sampling setting",
+        minimum=-20.0,
+        maximum=20.0,
+    )
     latent_channels: int = setting(
         8, "GAN: channels of the noise the label-map generator starts from", minimum=1
     )
@@ -519,6 +526,11 @@ class ModelConfig:
             list(thresholds) == sorted(set(thresholds)) and all(-1 < t < 1 for t in thresholds),
             f"model.tissue-thresholds = {self.tissue_thresholds!r}: give rising numbers "
             "between -1 and 1, comma-separated, as '-0.659,-0.353'",
+        )
+        _require(
+            self.tumour_logit_shift == 0 or self.denoiser_output == "class-probabilities",
+            f"model.tumour-logit-shift = {self.tumour_logit_shift:g} shifts class logits: it "
+            "needs model.denoiser-output = class-probabilities (or set it to 0)",
         )
 
     def thresholds(self) -> tuple[float, ...]:

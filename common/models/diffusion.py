@@ -321,7 +321,7 @@ class DiffusionModel(GenerativeModel):
                 output = _generator_of(net).denoise(
                     noisy, levels, previous[-1] if previous else None
                 )
-            estimate = self._clean_estimate(output, noisy, levels)
+            estimate = self._clean_estimate(self._shifted(output), noisy, levels)
             previous[:] = [estimate]
             if self.config.denoiser_output == "class-probabilities":
                 return estimate
@@ -338,6 +338,18 @@ class DiffusionModel(GenerativeModel):
                 device=self.device,
             )
         return channels.argmax(dim=1)
+
+    def _shifted(self, output: torch.Tensor) -> torch.Tensor:
+        """The denoiser's class logits with ``model.tumour-logit-shift`` added to the tumour
+        classes' (sampling only; the velocity output is returned as it is)."""
+        shift = self.config.tumour_logit_shift
+        if shift == 0 or self.config.denoiser_output != "class-probabilities":
+            return output
+        first = self.tissues.intensity_classes - 1
+        channels = [first + value for value in self.tumour_values]
+        shifted = output.float().clone()
+        shifted[:, channels] += shift
+        return shifted
 
     def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:
         """Images ``(B, 1, *s)`` in [-1, 1] for tissue maps: the decoder's median plus white

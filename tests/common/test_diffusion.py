@@ -385,6 +385,32 @@ def test_class_probabilities_untrained_samples_are_the_first_class() -> None:
     assert pairs.label.unique().tolist() == [0]
 
 
+def test_the_tumour_logit_shift_moves_sampling_towards_or_away_from_the_tumour() -> None:
+    """Zero logits plus a shift of ln 4 on the tumour's: every estimate is the mixture
+    softmax(0, 0, 0, ln 4, 0) = (1, 1, 1, 4, 1) / 8 (self-conditioning sees it, as 2p - 1), so
+    the argmax is the tumour everywhere; a negative shift leaves the first class (air)."""
+    shift = float(np.log(4.0))
+    model = fast_model(**CLASSES_AND_ESTIMATES, **{"model.tumour-logit-shift": shift})
+    seen: list[torch.Tensor] = []
+    generator_of(model).denoiser.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(args[0][:, TISSUES:].clone()), with_kwargs=True
+    )
+    pairs = model.sample(1, seeded(3))
+    assert pairs.label.unique().tolist() == [TUMOUR]
+    mixture = torch.tensor([1.0, 1.0, 1.0, 4.0, 1.0]) / 8
+    expected = (mixture * 2 - 1).view(1, TISSUES, 1, 1, 1).expand_as(seen[1])
+    torch.testing.assert_close(seen[1], expected)
+    away = fast_model(**CLASSES_AND_ESTIMATES, **{"model.tumour-logit-shift": -shift})
+    assert away.sample(1, seeded(3)).label.unique().tolist() == [0]
+
+
+def test_the_tumour_logit_shift_needs_class_probabilities() -> None:
+    with pytest.raises(ConfigError, match=r"model\.tumour-logit-shift = 1 .*class-probabilities"):
+        tiny_config(**{**FAST, "model.tumour-logit-shift": 1.0})
+    with pytest.raises(ConfigError, match=r"model\.tumour-logit-shift"):
+        tiny_config(**{**FAST, **CLASSES_AND_ESTIMATES, "model.tumour-logit-shift": 25.0})
+
+
 def test_self_conditioning_doubles_the_denoiser_input() -> None:
     model = fast_model(**{"model.self-conditioning": True})
     assert generator_of(model).denoiser.in_channels == 2 * TISSUES

@@ -10,6 +10,7 @@ import torch
 from model_support import tiny_config
 from typer.testing import CliRunner
 
+from common.config import Scalar
 from common.models.checkpoint import save_model
 from common.models.registry import build_model
 from common.release import SiteRecord
@@ -19,13 +20,14 @@ from simulations.cli import app
 RUNNER = CliRunner()
 
 
-def _run(folder: Path, diffusion_steps: int = 1000) -> None:
+def _run(folder: Path, diffusion_steps: int = 1000, **extra: Scalar) -> None:
     config = tiny_config(
         **{
             "model.family": "diffusion",
             "model.channels": "8",
             "model.sampling-steps": 2,
             "model.diffusion-steps": diffusion_steps,
+            **extra,
         }
     )
     model = build_model(config)
@@ -60,12 +62,25 @@ def test_sample_run_config_changes_the_sampler_and_the_manifest_says_so(tmp_path
     assert (manifest["sampler"], manifest["sampling_steps"]) == ("ddim", 3)
 
 
+def test_sample_run_config_shifts_the_tumour_logits_and_the_manifest_records_it(
+    tmp_path: Path,
+) -> None:
+    _run(tmp_path, **{"model.denoiser-output": "class-probabilities"})
+    out = tmp_path / "release"
+    args = ["sample", "--run", str(tmp_path), "--n", "1", "--out", str(out)]
+    result = RUNNER.invoke(app, [*args, "--run-config", "model.tumour-logit-shift=-0.5"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["run_config"]["model.tumour-logit-shift"] == -0.5
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
         ("model.channels='16'", "only the sampling settings"),
         ("model.sampling-steps=0", "model.sampling-steps"),
         ("model.sampler='euler'", "model.sampler"),
+        ("model.tumour-logit-shift=1", "needs model.denoiser-output = class-probabilities"),
     ],
 )
 def test_sample_run_config_refuses_other_or_bad_settings(
