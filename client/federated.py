@@ -37,6 +37,7 @@ from common.exchange import (
     ROUND_KEY,
     SITE_KEY,
     SITE_WEIGHT_KEY,
+    TUMOUR_VOXELS_KEY,
     ExchangeError,
     load_model_arrays,
     model_arrays,
@@ -44,6 +45,7 @@ from common.exchange import (
     site_pseudonym,
 )
 from common.memory.plan import MemoryPlanError, plan_memory
+from common.models.calibration import site_tumour_voxels
 from common.models.interface import GenerativeModel, unwrap
 from common.models.registry import build_model
 from common.privacy.accounting import noise_multiplier_for
@@ -152,6 +154,8 @@ def _train_round(
         "data-steps": data_steps,
         "seconds": time.perf_counter() - started,
     }
+    if config.model.tumour_calibration_cases > 0:  # never with DP-SGD (a config rule)
+        metrics[TUMOUR_VOXELS_KEY] = site_tumour_voxels(dataset, config)
     # the round's mean losses over the steps that drew cases (every family's names, always)
     metrics.update({f"{LOSS_PREFIX}{k}": v / max(1, data_steps) for k, v in loss_sums.items()})
     if outcome.epsilon is not None and outcome.delta is not None:

@@ -29,6 +29,7 @@ from common.config import FedsynthConfig, Scalar, changed_settings, to_run_confi
 from common.data.dataset import CachedCases
 from common.interrupts import Interrupted, deferred
 from common.memory.plan import plan_memory
+from common.models.calibration import calibrate_tumour_volume, site_tumour_voxels
 from common.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
 from common.models.prior import initial_model
@@ -324,6 +325,11 @@ def train_site(
             checkpoint=save,
             on_step=step_done,
         )
+    calibration: dict[str, Any] = {}
+    if config.model.tumour_calibration_cases > 0:
+        target = site_tumour_voxels(dataset, config)
+        config, found = calibrate_tumour_volume(model, config, target)
+        calibration = found.to_json()
     (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
     digest = save_model(run / MODEL_FILE, model, config)
     summary = RunSummary(
@@ -333,6 +339,7 @@ def train_site(
         steps=outcome.steps,
         sites=[SiteRecord(site_name, outcome.epsilon, outcome.delta)],
         final_losses=outcome.losses,
+        calibration=calibration,
     )
     write_summary(run, summary)
     record.finish(outcome.steps)

@@ -457,6 +457,24 @@ class ModelConfig:
         minimum=-20.0,
         maximum=20.0,
     )
+    tumour_calibration_cases: int = setting(
+        0,
+        "diffusion with class-probabilities, without DP-SGD: after training, choose "
+        "model.tumour-logit-shift so that the mean tumour volume of this many samples matches "
+        "the training cases' (each site sends its mean); 0 leaves the shift as set",
+        minimum=0,
+        maximum=1000,
+    )
+    tumour_calibration_tries: int = setting(
+        6, "shifts the tumour-volume calibration samples at most", minimum=1, maximum=50
+    )
+    tumour_calibration_tolerance: float = setting(
+        0.1,
+        "the calibration stops at a sampled mean tumour volume this close (relative) to the "
+        "training cases'",
+        minimum=0.0,
+        maximum=1.0,
+    )
     latent_channels: int = setting(
         8, "GAN: channels of the noise the label-map generator starts from", minimum=1
     )
@@ -531,6 +549,13 @@ class ModelConfig:
             self.tumour_logit_shift == 0 or self.denoiser_output == "class-probabilities",
             f"model.tumour-logit-shift = {self.tumour_logit_shift:g} shifts class logits: it "
             "needs model.denoiser-output = class-probabilities (or set it to 0)",
+        )
+        _require(
+            self.tumour_calibration_cases == 0
+            or (self.family == "diffusion" and self.denoiser_output == "class-probabilities"),
+            f"model.tumour-calibration-cases = {self.tumour_calibration_cases} searches "
+            "model.tumour-logit-shift: it needs model.family = diffusion and "
+            "model.denoiser-output = class-probabilities (or set it to 0)",
         )
 
     def thresholds(self) -> tuple[float, ...]:
@@ -745,6 +770,12 @@ class FedsynthConfig:
                 "model.l1-weight and model.feature-matching-weight must be 0 with DP-SGD "
                 "(privacy.enabled=true): both feed real voxels to the GAN generator, which "
                 "DP-SGD does not protect. Set them to 0, or privacy.enabled=false"
+            )
+        if self.privacy.enabled and self.model.tumour_calibration_cases > 0:
+            raise ConfigError(
+                "model.tumour-calibration-cases must be 0 with DP-SGD (privacy.enabled=true): "
+                "each site would send its mean tumour volume, which DP-SGD does not protect. "
+                "Set it to 0 (and model.tumour-logit-shift by hand), or privacy.enabled=false"
             )
 
 

@@ -35,6 +35,9 @@ EXAMPLES_KEY = "num-examples"
 """Cases a site trained on: Flower's FedAvg weights each site's update by it."""
 SITE_WEIGHT_KEY = "site-weight"
 """A metric every site sends as 1: the weight of equal-weight aggregation (central DP)."""
+TUMOUR_VOXELS_KEY = "tumour-voxels"
+"""With model.tumour-calibration-cases: the mean tumour voxels of a site's training cases (the
+server's aggregate of it is the calibration's target; ``common.models.calibration``)."""
 SITE_KEY = "site-key"
 """A site's pseudonym in a run: see :func:`site_pseudonym`."""
 PSEUDONYM_BITS = 48

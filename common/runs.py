@@ -33,6 +33,8 @@ class RunSummary:
     steps: int
     sites: list[SiteRecord]
     final_losses: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """The tumour-volume calibration's search (``common.models.calibration``); {} for none."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -48,6 +50,7 @@ class RunSummary:
             steps=int(data["steps"]),
             sites=[SiteRecord(**site) for site in data["sites"]],
             final_losses={k: float(v) for k, v in data.get("final_losses", {}).items()},
+            calibration=dict(data.get("calibration", {})),
         )
 
 

@@ -44,10 +44,12 @@ from common.exchange import (
     ROUND_KEY,
     SITE_KEY,
     SITE_WEIGHT_KEY,
+    TUMOUR_VOXELS_KEY,
     load_model_arrays,
     model_arrays,
     settings_record,
 )
+from common.models.calibration import calibrate_tumour_volume
 from common.models.checkpoint import (
     CheckpointError,
     load_model,
@@ -55,6 +57,7 @@ from common.models.checkpoint import (
     save_model,
     save_payload,
 )
+from common.models.interface import GenerativeModel
 from common.models.prior import initial_model
 from common.release import SiteRecord
 from common.runs import MODEL_FILE, RunSummary, write_summary
@@ -140,6 +143,9 @@ def run_federation(
         if on_round is not None:
             on_round(report)
     load_model_arrays(model, arrays)
+    calibration: dict[str, Any] = {}
+    if config.model.tumour_calibration_cases > 0:
+        config, calibration = _calibrated(model, config, state.reports)
     digest = save_model(run_dir / MODEL_FILE, model, config)
     summary = RunSummary(
         family=model.family,
@@ -148,9 +154,37 @@ def run_federation(
         steps=int(sum(r.metrics.get("steps", 0.0) for r in state.reports)),
         sites=site_records(state.sites),
         final_losses=_final_losses(state.reports),
+        calibration=calibration,
     )
     write_summary(run_dir, summary)
     return summary
+
+
+def _calibrated(
+    model: GenerativeModel, config: FedsynthConfig, reports: list[RoundReport]
+) -> tuple[FedsynthConfig, dict[str, Any]]:
+    """The config with ``model.tumour-logit-shift`` calibrated on the final model to the
+    sites' mean tumour volume (the last aggregated round's), and the search's record.
+
+    Raises:
+        FedsynthError: no round aggregated the sites' tumour volumes.
+    """
+    targets = [r.metrics[TUMOUR_VOXELS_KEY] for r in reports if TUMOUR_VOXELS_KEY in r.metrics]
+    if not targets:
+        raise FedsynthError(
+            "model.tumour-calibration-cases is set but no round aggregated the sites' "
+            f"{TUMOUR_VOXELS_KEY!r}: set it to 0, or train at least one round that aggregates"
+        )
+    config, found = calibrate_tumour_volume(model, config, targets[-1])
+    LOGGER.info(
+        "tumour volume calibrated: model.tumour-logit-shift %.3f samples %.0f tumour voxels a "
+        "case, the sites' mean %.0f (%d tries)",
+        found.shift,
+        found.volume,
+        found.target,
+        len(found.tried),
+    )
+    return config, found.to_json()
 
 
 def site_records(sites: dict[str, dict[str, float]]) -> list[SiteRecord]:

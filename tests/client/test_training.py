@@ -12,6 +12,7 @@ from model_support import tiny_config
 from client.training import planned_steps, train_site
 from common.config import FedsynthConfig
 from common.data.cache import read_cache
+from common.data.dataset import CachedCases
 from common.data.site import prepare_site
 from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import CheckpointError, load_model
@@ -237,3 +238,24 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_before_the_ledger(tmp_pat
         train_site(tight, cache, tmp_path / "new", site_name="a", ledger_dir=tmp_path / "l2")
     assert not (tmp_path / "l2").exists()
     assert not (tmp_path / "new").exists()
+
+
+def test_a_local_run_calibrates_the_tumour_volume_to_its_own_cases(tmp_path: Path) -> None:
+    config = tiny_config(
+        **{
+            **SETTINGS,
+            "privacy.enabled": False,
+            "model.denoiser-output": "class-probabilities",
+            "model.tumour-calibration-cases": 2,
+            "model.tumour-calibration-tries": 2,
+        }
+    )
+    cache = _site(tmp_path, config)
+    summary = train_site(config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l")
+    cases = CachedCases(cache)
+    labels = [cases[i][1] for i in range(len(cases))]
+    mean = sum(float((label == 1).sum()) for label in labels) / len(labels)  # CT tumour: 1
+    assert summary.calibration["target_tumour_voxels"] == pytest.approx(mean)
+    assert len(summary.calibration["tried"]) <= 2
+    _, saved = load_model(tmp_path / "run" / "model.pt")
+    assert saved.model.tumour_logit_shift == summary.calibration["tumour_logit_shift"]

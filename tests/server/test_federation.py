@@ -21,6 +21,7 @@ from federation_support import (
 from flwr.app import ArrayRecord, MetricRecord
 
 from common.config import FedsynthConfig
+from common.data.dataset import CachedCases
 from common.errors import OutputExistsError
 from common.exchange import ARRAYS_KEY, METRICS_KEY, array_spec, model_arrays
 from common.models.checkpoint import load_model
@@ -276,3 +277,46 @@ def test_a_corrupt_server_checkpoint_is_refused_with_its_path(
     with pytest.raises(ResumeError, match="corrupt") as caught:
         run_federation(LocalGrid(sites).as_grid(), config, run)  # type: ignore[arg-type]
     assert str(run / SERVER_CHECKPOINT_FILE) in str(caught.value)
+
+
+def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
+    tmp_path: Path, sites: dict[int, dict[str, object]]
+) -> None:
+    """Each site sends its cases' mean tumour voxels (nothing else about its labels); the
+    server calibrates the final model's shift to their case-weighted mean, keeps the shift in
+    model.pt and records the search in run.json."""
+    config = smoke_config(
+        **{
+            "federation.num-rounds": 1,
+            "privacy.enabled": False,
+            "model.denoiser-output": "class-probabilities",
+            "model.tumour-calibration-cases": 2,
+            "model.tumour-calibration-tries": 3,
+        }
+    )
+    grid = LocalGrid(sites)  # type: ignore[arg-type]
+    run_federation(grid.as_grid(), config, tmp_path / "run")
+    sent, counted = [], []
+    for reply in grid.sent:
+        metrics = reply.content[METRICS_KEY]
+        sent.append((float(metrics["tumour-voxels"]), float(metrics["num-examples"])))  # type: ignore[index, arg-type]
+    for node_config in sites.values():
+        cases = CachedCases(Path(str(node_config["cache-dir"])))
+        labels = [cases[i][1] for i in range(len(cases))]
+        counted.append(sum(float((label == 1).sum()) for label in labels) / len(labels))
+    assert sorted(v for v, _ in sent) == pytest.approx(sorted(counted))  # CT: tumour is label 1
+    expected = sum(v * n for v, n in sent) / sum(n for _, n in sent)
+    calibration = read_summary(tmp_path / "run").calibration
+    assert calibration["target_tumour_voxels"] == pytest.approx(expected)
+    assert 1 <= len(calibration["tried"]) <= 3
+    _, saved = load_model(tmp_path / "run" / MODEL_FILE)
+    assert saved.model.tumour_logit_shift == calibration["tumour_logit_shift"]
+
+
+def test_without_calibration_no_site_sends_its_tumour_volume(
+    tmp_path: Path, sites: dict[int, dict[str, object]]
+) -> None:
+    grid = LocalGrid(sites)  # type: ignore[arg-type]
+    run_federation(grid.as_grid(), smoke_config(**{"federation.num-rounds": 1}), tmp_path / "r")
+    assert all("tumour-voxels" not in reply.content[METRICS_KEY] for reply in grid.sent)  # type: ignore[operator]
+    assert read_summary(tmp_path / "r").calibration == {}
