@@ -29,9 +29,9 @@ from common.models.diffusion import DiffusionModel
 from common.models.interface import GenerativeModel
 from common.seeding import torch_generator
 
-FIRST_STEP = 1.0
-"""The second shift tried is this far from 0, towards the target (a factor of about 3-8 in
-volume on the quality-mri models)."""
+FIRST_SLOPE = 2.0
+"""The second shift tried assumes that ``log(1 + volume)`` changes this much per unit of shift
+(a quality-mri model, bench seed 1: 924 tumour voxels at shift 0, 103 at -1, a slope of 2.2)."""
 SHIFT_BOUND = 8.0
 """Shifts are searched within +-SHIFT_BOUND (beyond it a class is always or never drawn)."""
 
@@ -95,11 +95,11 @@ def search_shift(
 
 
 def _next_shift(points: list[tuple[float, float]]) -> float:
-    """The secant step from the last two points (from one point: FIRST_STEP towards the
-    target), bisecting the tightest bracket when the step leaves it, within SHIFT_BOUND."""
+    """The secant step from the last two points (from one point: a step of FIRST_SLOPE),
+    bisecting the tightest bracket when the step leaves it, within SHIFT_BOUND."""
     shift, value = points[-1]
     if len(points) == 1:
-        return -math.copysign(FIRST_STEP, value)
+        return max(-SHIFT_BOUND, min(SHIFT_BOUND, shift - value / FIRST_SLOPE))
     previous, before = points[-2]
     if value == before:  # flat (no tumour drawn at either): go twice as far
         candidate = shift - math.copysign(2 * abs(shift - previous), value)

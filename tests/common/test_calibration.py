@@ -28,29 +28,30 @@ CALIBRATED = {
 }
 
 
-def test_the_search_by_hand_on_an_exponential_volume() -> None:
-    """volume(s) = 100 e^(2s), target 400. Try 0: 100, under the target, so try +1: 738.9;
-    the secant on log(1 + v): g0 = ln 101 - ln 401 = -1.37886, g1 = ln 739.91 - ln 401 =
-    0.61256, s = 1 - g1 / (g1 - g0) = 0.69240, volume 399.4, within 10%: done."""
-    found = search_shift(lambda s: 100 * math.exp(2 * s), 400.0, tolerance=0.1, tries=6)
-    assert [s for s, _ in found.tried] == pytest.approx([0.0, 1.0, 0.69240], abs=1e-5)
-    assert found.shift == pytest.approx(0.69240, abs=1e-5)
-    assert found.volume == pytest.approx(399.4, abs=0.1)
+def test_the_search_by_hand() -> None:
+    """volume(s) = 50 e^(3s), target 400. Try 0: 50; g0 = ln 51 - ln 401 = -2.06221, so the
+    first step assumes a slope of 2: s1 = 1.03107, volume 1,102.4, g1 = ln 1103.4 - ln 401
+    = 1.01217; the secant: s2 = s1 - g1 (s1 - 0) / (g1 - g0) = 0.69160, volume 398.2."""
+    found = search_shift(lambda s: 50 * math.exp(3 * s), 400.0, tolerance=0.1, tries=6)
+    assert [s for s, _ in found.tried] == pytest.approx([0.0, 1.03107, 0.69160], abs=1e-5)
+    assert found.shift == pytest.approx(0.69160, abs=1e-5)
+    assert found.volume == pytest.approx(398.2, abs=0.1)
     assert found.to_json()["tumour_logit_shift"] == found.shift
 
 
 def test_a_volume_already_close_is_kept_and_the_tries_are_a_limit() -> None:
     found = search_shift(lambda s: 105.0 + 100 * s, 100.0, tolerance=0.1, tries=6)
     assert (found.shift, found.tried) == (0.0, [(0.0, 105.0)])
-    limited = search_shift(lambda s: 100 * math.exp(2 * s), 400.0, tolerance=0.0, tries=2)
+    limited = search_shift(lambda s: 50 * math.exp(3 * s), 400.0, tolerance=0.0, tries=2)
     assert len(limited.tried) == 2
-    assert limited.shift == 1.0  # 738.9 is closer to 400 than 100 is, on the log scale
+    assert limited.shift == pytest.approx(1.03107, abs=1e-5)  # 1,102 is closer than 50
 
 
 def test_an_unreachable_target_stops_at_the_bound_with_the_closest_try() -> None:
-    """No tumour at any shift: flat, so the steps double (1, 3, 7) up to the bound."""
+    """No tumour at any shift: s1 = ln 301 / 2 = 2.85356, then flat, so the step doubles, to
+    the bound; one more would repeat it."""
     found = search_shift(lambda s: 0.0, 300.0, tolerance=0.1, tries=10)
-    assert [s for s, _ in found.tried] == [0.0, 1.0, 3.0, 7.0, SHIFT_BOUND]
+    assert [s for s, _ in found.tried] == pytest.approx([0.0, 2.85356, SHIFT_BOUND], abs=1e-5)
     assert found.shift == 0.0  # every try equally far: the first
 
 
@@ -85,13 +86,14 @@ def test_mean_tumour_voxels_counts_every_tumour_label() -> None:
 
 def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
     """Zero logits draw air everywhere (0 tumour voxels); any positive shift makes the tumour
-    the argmax everywhere (16^3 = 4,096 voxels). Target 4,096: 0 -> 0 voxels, +1 -> 4,096."""
+    the argmax everywhere (16^3 = 4,096 voxels). Target 4,096: 0 -> 0 voxels, then the first
+    step, ln 4097 / 2 = 4.15901 -> 4,096."""
     config = tiny_config(**CALIBRATED)
     model = build_model(config)
     assert isinstance(model, DiffusionModel)
     calibrated, found = calibrate_tumour_volume(model, config, 4096.0)
-    assert found.tried == [(0.0, 0.0), (1.0, 4096.0)]
-    assert calibrated.model.tumour_logit_shift == model.config.tumour_logit_shift == 1.0
+    assert found.tried == [(0.0, 0.0), (pytest.approx(math.log(4097) / 2), 4096.0)]
+    assert calibrated.model.tumour_logit_shift == model.config.tumour_logit_shift == found.shift
     assert int((model.sample(1, torch.Generator().manual_seed(0)).label == 1).sum()) == 4096
 
 
