@@ -161,6 +161,7 @@ def heldout_settings(name: str, seed: int) -> FedsynthConfig:
 # -- one run, in a child process ---------------------------------------------------------------
 def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
     """Simulate, sample, evaluate; the run's summary (JSON-ready)."""
+    from common.runs import read_summary
     from evaluator.evaluate import evaluate
     from server.sampling import release_from_run
     from simulations.phantoms import write_cohort
@@ -201,6 +202,7 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
             "rounds": outcome.summary.rounds,
             "epsilon_per_site": [s.epsilon for s in outcome.summary.sites],
             "prior": config.model.prior,
+            "calibration": read_summary(server).calibration,
         }
     )
     eps = [e for e in summary["epsilon_per_site"] if e is not None]

@@ -90,6 +90,7 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     assert set(summary["real_dice"]) == {"tumour", "bone"}
     assert summary["epsilon_max"] is not None
     assert summary["epsilon_max"] <= 8.0
+    assert summary["calibration"] == {}  # the smoke preset does not calibrate
     assert set(summary["volumes"]) == {"tumour", "bone"}
     diversity = summary["diversity"]
     assert 0 < diversity["real"] <= 1
