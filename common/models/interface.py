@@ -141,3 +141,12 @@ class GenerativeModel(ABC):
     @abstractmethod
     def sample_images(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Images generated for the given label maps ``(B, *spatial)``: (B, 1, *spatial)."""
+
+    @abstractmethod
+    def membership_scores(
+        self, batch: Batch, generator: torch.Generator, timesteps: tuple[int, ...]
+    ) -> torch.Tensor:
+        """A membership-inference attack's score per real pair ``(B,)``, on the CPU: higher
+        means "more likely a training case". ``generator`` draws any noise the attack needs
+        (the same draw for every case of the batch); ``timesteps`` are the diffusion
+        timesteps it averages over (families without timesteps ignore them)."""
