@@ -3,7 +3,8 @@
 The attack is the simplest of each family, through
 :meth:`~common.models.interface.GenerativeModel.membership_scores`: a GAN's discriminator
 score of the real (image, label map) pair; a diffusion model's minus denoising loss averaged
-over ``audit.membership-timesteps``, with the same noise for every case. Higher scores mean
+over ``audit.membership-timesteps``, with the same noise for every case (each family says which
+in ``membership_attack``). Higher scores mean
 "more likely a member". Its success is the ROC AUC of the training cases' scores against the
 held-out cases' (0.5: the model tells nothing; 1: every member scores above every non-member),
 with a bootstrap percentile interval. The maths only: no file is read or written here.
@@ -23,12 +24,6 @@ from common.audit.search import CaseSet
 from common.config import AuditConfig
 from common.models.interface import Batch, GenerativeModel
 from common.seeding import numpy_rng, torch_generator
-
-ATTACKS = {
-    "gan": "the discriminator's score of the real (image, label map) pair",
-    "diffusion": "minus the denoising loss averaged over the timesteps, the same noise per case",
-}
-"""What each family's attack score is, as ``audit.json`` and the report say it."""
 
 
 def roc_auc(
@@ -93,6 +88,8 @@ class Membership:
     """A membership-inference attack's outcome on one model."""
 
     family: str
+    attack: str
+    """What the family's score is (:attr:`GenerativeModel.membership_attack`)."""
     auc: float
     interval: tuple[float, float]
     level: float
@@ -106,7 +103,7 @@ class Membership:
         """A JSON-ready dict (``audit.json``'s ``membership`` section)."""
         return {
             "family": self.family,
-            "attack": ATTACKS[self.family],
+            "attack": self.attack,
             "auc": self.auc,
             "interval": list(self.interval),
             "level": self.level,
@@ -120,7 +117,7 @@ class Membership:
         """One line for the console and the reports."""
         low, high = self.interval
         return (
-            f"membership inference ({self.family}: {ATTACKS[self.family]}): ROC AUC "
+            f"membership inference ({self.family}: {self.attack}): ROC AUC "
             f"{self.auc:.3f}, {self.level:.0%} bootstrap interval {low:.3f}-{high:.3f}, "
             f"{self.members} training vs {self.non_members} held-out cases (0.5: the model "
             "tells its training cases from other patients no better than chance)"
@@ -167,11 +164,12 @@ def membership_attack(
     )
     return Membership(
         family=model.family,
+        attack=model.membership_attack,
         auc=roc_auc(members, non_members),
         interval=interval,
         level=settings.membership_bootstrap_level,
         resamples=settings.membership_bootstrap,
         members=len(train),
         non_members=len(holdout),
-        timesteps=settings.membership_timesteps if model.family == "diffusion" else None,
+        timesteps=settings.membership_timesteps if model.membership_uses_timesteps else None,
     )

@@ -144,6 +144,10 @@ class DiffusionModel(GenerativeModel):
     private_networks: ClassVar[tuple[str, ...]] = ("generator",)
     averaged_networks: ClassVar[tuple[str, ...]] = ("generator",)
     loss_names: ClassVar[tuple[str, ...]] = ("loss", "denoising", "decoding")
+    membership_attack: ClassVar[str] = (
+        "minus the denoising loss averaged over the timesteps, the same noise for every case"
+    )
+    membership_uses_timesteps: ClassVar[bool] = True
     grad_sample_mode: ClassVar[str] = "functorch"
     """Per-sample gradients of the UNets' 3D convolutions by ``torch.func.vmap``: 1.9x a plain
     step at 32^3 and 1.5x at 64^3, against 3.7-5x with Opacus' unfold hooks (bench/results.json);

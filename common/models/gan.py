@@ -78,6 +78,9 @@ class GanModel(GenerativeModel):
         "g_l1",
         "g_feature_matching",
     )
+    membership_attack: ClassVar[str] = (
+        "the discriminator's score of the real (image, label map) pair"
+    )
     grad_sample_mode: ClassVar[str] = "hooks"
     """The small patch discriminator's per-sample gradients are cheapest with Opacus' hooks
     (1.03x a plain step at 32^3; functorch 1.46x)."""

@@ -62,6 +62,10 @@ class GenerativeModel(ABC):
     measured for the family's private network (``bench/generators.py``)."""
     averaged_networks: ClassVar[tuple[str, ...]] = ()
     """Networks whose weight average (``training.ema-decay`` > 0) the family samples with."""
+    membership_attack: ClassVar[str]
+    """What :meth:`membership_scores` scores, in words (for reports)."""
+    membership_uses_timesteps: ClassVar[bool] = False
+    """Whether :meth:`membership_scores` averages over diffusion timesteps."""
 
     def __init__(
         self,

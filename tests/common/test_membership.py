@@ -11,7 +11,6 @@ from model_support import stacked, tiny_cohort, tiny_config
 from torch.nn.functional import mse_loss
 
 from common.audit.membership import (
-    ATTACKS,
     attack_scores,
     bootstrap_interval,
     membership_attack,
@@ -238,7 +237,8 @@ def test_the_attack_reports_family_counts_interval_and_timesteps(
     assert (result.family, result.members, result.non_members) == ("diffusion", 4, 4)
     assert result.interval[0] <= result.auc <= result.interval[1]
     assert result.to_json()["timesteps"] == [5, 40, 90]
-    assert result.to_json()["attack"] == ATTACKS["diffusion"]
+    assert result.to_json()["attack"] == DiffusionModel.membership_attack
+    assert "denoising loss" in result.to_json()["attack"]
     assert (result.level, result.resamples) == (0.95, 1000)
     empty = CaseSet(halves[1].images[:0], halves[1].labels[:0])
     with pytest.raises(ValueError, match="needs training and held-out cases"):
