@@ -67,6 +67,12 @@ def audit_command(
     holdout: Path | None = typer.Option(
         None, "--holdout", help="Real cases not trained on, to calibrate the thresholds."
     ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="The model file that made the release (RUN/server/model.pt): adds a "
+        "membership-inference attack, --train cases as members, --holdout as non-members.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     fail_on_flag: bool = typer.Option(
         False, "--fail-on-flag", help="Exit with status 1 when any synthetic case is flagged."
@@ -83,6 +89,7 @@ def audit_command(
             train,
             out,
             holdout=holdout,
+            model=model,
             overrides=parse_run_config_args(run_config, config_file),
             overwrite=overwrite,
             on_step=lambda step: bars.console.print(f"{step} ...", highlight=False),
@@ -90,6 +97,8 @@ def audit_command(
         )
     console.print(counts_table(outcome))
     console.print(f"calibration: {outcome.audit.calibration.note}", highlight=False)
+    if outcome.membership is not None:
+        console.print(outcome.membership.sentence(), highlight=False)
     flagged = outcome.result["counts"]["flagged"]
     console.print(
         f"numbers: {out / AUDIT_FILE}; on-site report (real images, keep at the site): "

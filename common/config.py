@@ -739,9 +739,34 @@ class AuditConfig:
         minimum=1.0,
         maximum=100.0,
     )
+    membership_timesteps: IntList = setting(
+        (50, 200, 500),
+        "membership inference on a diffusion model (fedsynth audit --model): a case's score is "
+        "minus its denoising loss averaged over these timesteps (each below the model's "
+        "model.diffusion-steps), with the same noise for every case",
+        minimum=0,
+    )
+    membership_bootstrap: int = setting(
+        1000,
+        "membership inference: bootstrap resamples (members and non-members resampled "
+        "separately) behind the ROC AUC's interval",
+        minimum=10,
+        maximum=1000000,
+    )
+    membership_bootstrap_level: float = setting(
+        0.95,
+        "membership inference: the coverage of the AUC's bootstrap percentile interval",
+        minimum=0.5,
+        maximum=0.999,
+    )
 
     def __post_init__(self) -> None:
         _check_fields("audit", self)
+        timesteps = self.membership_timesteps
+        _require(
+            len(set(timesteps)) == len(timesteps),
+            f"audit.membership-timesteps = {_format(timesteps)}: list each timestep once",
+        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from common.audit.figures import histograms, neighbour_gallery, shown_cases
+from common.audit.membership import Membership
 from common.audit.run import Audit
 from common.audit.search import SPACES, CaseSet
 from common.reports.html import Page, png
@@ -23,13 +24,19 @@ PSEUDONYM_NOTE = (
 )
 
 
-def _summary(page: Page, audit: Audit) -> None:
+def _summary(page: Page, audit: Audit, membership: Membership | None) -> None:
     result, calibration = audit.result, audit.calibration
     counts = result["counts"]
     page.heading("Summary")
     page.paragraph(
         f"{counts['flagged']} of {counts['synthetic']} synthetic cases are flagged: closer to a "
         "training case, in at least one space, than the threshold."
+    )
+    page.paragraph(
+        "membership inference: not run (fedsynth audit --model RUN/server/model.pt --holdout "
+        "DIR runs it)"
+        if membership is None
+        else membership.sentence()
     )
     page.table(
         ("synthetic", "train", "holdout", "flagged"),
@@ -86,10 +93,11 @@ def _flagged(page: Page, audit: Audit) -> None:
     )
 
 
-def central_page(audit: Audit) -> str:
-    """The central report: summary, histograms and the flagged list, distances only."""
+def central_page(audit: Audit, membership: Membership | None = None) -> str:
+    """The central report: summary (with ``membership``'s line when the attack ran),
+    histograms and the flagged list, distances only."""
     page = Page(CENTRAL_TITLE)
-    _summary(page, audit)
+    _summary(page, audit, membership)
     _histograms(page, audit)
     _flagged(page, audit)
     page.paragraph(PSEUDONYM_NOTE, "note")
@@ -102,11 +110,12 @@ def onsite_page(
     train: CaseSet,
     spacing: tuple[float, float, float],
     closest: int,
+    membership: Membership | None = None,
 ) -> str:
     """The on-site report: the central report's sections, then each flagged case and the
     ``closest`` nearest unflagged ones beside their nearest training cases."""
     page = Page(ONSITE_TITLE)
-    _summary(page, audit)
+    _summary(page, audit, membership)
     _histograms(page, audit)
     _flagged(page, audit)
     page.heading("Synthetic cases beside their nearest training cases")

@@ -78,6 +78,9 @@ class GanModel(GenerativeModel):
         "g_l1",
         "g_feature_matching",
     )
+    membership_attack: ClassVar[str] = (
+        "the discriminator's score of the real (image, label map) pair"
+    )
     grad_sample_mode: ClassVar[str] = "hooks"
     """The small patch discriminator's per-sample gradients are cheapest with Opacus' hooks
     (1.03x a plain step at 32^3; functorch 1.46x)."""
@@ -291,3 +294,23 @@ class GanModel(GenerativeModel):
         if not images:
             return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
         return torch.cat(images)
+
+    # -- membership inference ----------------------------------------------------------------
+    def membership_scores(
+        self, batch: Batch, generator: torch.Generator, timesteps: tuple[int, ...]
+    ) -> torch.Tensor:
+        """The discriminator's score of each real (image, label map) pair: its patch
+        predictions' mean (higher = more real for every ``model.gan-loss``). A discriminator
+        that memorised its training pairs scores them above other patients' pairs. Needs no
+        noise and no timesteps."""
+        check_label_maps(batch.label, self.spatial_shape, self.num_classes)
+        pairs = torch.cat(
+            [
+                batch.image.to(self.device, torch.float32),
+                one_hot(batch.label.to(self.device), self.num_classes),
+            ],
+            dim=1,
+        )
+        with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
+            prediction = self.nets["discriminator"](pairs)[-1]
+        return prediction.float().flatten(start_dim=1).mean(dim=1).cpu()

@@ -62,6 +62,10 @@ class GenerativeModel(ABC):
     measured for the family's private network (``bench/generators.py``)."""
     averaged_networks: ClassVar[tuple[str, ...]] = ()
     """Networks whose weight average (``training.ema-decay`` > 0) the family samples with."""
+    membership_attack: ClassVar[str]
+    """What :meth:`membership_scores` scores, in words (for reports)."""
+    membership_uses_timesteps: ClassVar[bool] = False
+    """Whether :meth:`membership_scores` averages over diffusion timesteps."""
 
     def __init__(
         self,
@@ -141,3 +145,12 @@ class GenerativeModel(ABC):
     @abstractmethod
     def sample_images(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Images generated for the given label maps ``(B, *spatial)``: (B, 1, *spatial)."""
+
+    @abstractmethod
+    def membership_scores(
+        self, batch: Batch, generator: torch.Generator, timesteps: tuple[int, ...]
+    ) -> torch.Tensor:
+        """A membership-inference attack's score per real pair ``(B,)``, on the CPU: higher
+        means "more likely a training case". ``generator`` draws any noise the attack needs
+        (the same draw for every case of the batch); ``timesteps`` are the diffusion
+        timesteps it averages over (families without timesteps ignore them)."""

@@ -23,7 +23,10 @@ from typer.testing import CliRunner
 from common.audit.calibration import HOLDOUT, LEAVE_ONE_OUT
 from common.audit.folder import AUDIT_FILE, CENTRAL_FILE, REPORT_FILE
 from common.audit.inputs import load_real_cases
-from common.config import load_config
+from common.audit.membership import attack_scores, roc_auc
+from common.config import Scalar, load_config
+from common.models.checkpoint import load_model, save_model
+from common.models.registry import build_model
 from common.release import MANIFEST_FILE
 from simulations.cli import app
 
@@ -254,3 +257,99 @@ def test_bad_inputs_exit_2_naming_the_path_and_write_nothing(
     else:
         assert not out.exists()
     assert not list(tmp_path.glob(".audit.*"))  # no staging folder left behind
+
+
+SMALL_MODEL: dict[str, Scalar] = {
+    **SMALL_GRID,
+    "seed": 1,
+    "model.channels": "8,16",
+    "model.norm-groups": 4,
+}
+"""A tiny model on the command tests' grid (untrained: the wiring is under test here; the
+attack's power is tests/common/test_membership.py's)."""
+
+
+def _model_file(folder: Path, **overrides: Scalar) -> Path:
+    """A model file (``model.pt``) of an untrained model built from ``overrides``."""
+    config = load_config({**SMALL_MODEL, **overrides})
+    folder.mkdir(parents=True)
+    save_model(folder / "model.pt", build_model(config), config)
+    return folder / "model.pt"
+
+
+@pytest.mark.parametrize("family", ["gan", "diffusion"])
+def test_a_model_adds_its_membership_inference_to_the_audit(
+    world: dict[str, Path], tmp_path: Path, family: str
+) -> None:
+    model_path = _model_file(tmp_path / "run", **{"model.family": family})
+    out = tmp_path / "audit"
+    code, output = _audit(
+        "--synthetic", world["small"], "--train", world["train"], "--holdout",
+        world["holdout"], "--out", out, "--model", model_path,
+    )  # fmt: skip
+    assert code == 0, output
+    section = json.loads((out / AUDIT_FILE).read_text(encoding="utf-8"))["membership"]
+    model, _ = load_model(model_path)
+    train, _ = load_real_cases(world["train"], CONFIG)
+    holdout, _ = load_real_cases(world["holdout"], CONFIG)
+    settings = CONFIG.audit
+    members = attack_scores(model, train, settings, seed=CONFIG.seed)
+    non_members = attack_scores(model, holdout, settings, seed=CONFIG.seed)
+    assert section["auc"] == roc_auc(members, non_members)  # the release's seed, 6 v 3
+    low, high = section["interval"]
+    assert low <= section["auc"] <= high
+    assert (section["family"], section["members"], section["non_members"]) == (family, 6, 3)
+    assert (section["bootstrap"], section["level"]) == (1000, 0.95)
+    assert section["timesteps"] == ([50, 200, 500] if family == "diffusion" else None)
+    line = f"membership inference ({family}: "
+    assert line in output
+    for page in (REPORT_FILE, CENTRAL_FILE):
+        text = (out / page).read_text(encoding="utf-8")
+        assert line in text, page
+        assert f"ROC AUC {section['auc']:.3f}" in text, page
+
+
+def test_without_a_model_the_membership_section_is_null(
+    flagged_run: tuple[int, str, Path],
+) -> None:
+    out = flagged_run[2]
+    assert json.loads((out / AUDIT_FILE).read_text(encoding="utf-8"))["membership"] is None
+    assert "membership inference: not run" in (out / REPORT_FILE).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-holdout", "membership inference (--model) needs --holdout"),
+        ("missing-model", "no model file here"),
+        ("other-shape", "the model works on ct cases of shape (8, 8, 8)"),
+        ("other-modality", "the model works on mri cases of shape (16, 16, 16) with 4 classes"),
+        ("timestep-too-late", "audit.membership-timesteps = 50,200,500: give timesteps below"),
+    ],
+)
+def test_bad_model_inputs_exit_2_naming_the_file_and_write_nothing(
+    world: dict[str, Path], tmp_path: Path, case: str, message: str
+) -> None:
+    run = tmp_path / "run"
+    model_path = {
+        "no-holdout": lambda: _model_file(run),
+        "missing-model": lambda: run / "model.pt",
+        "other-shape": lambda: _model_file(run, **{"data.target-shape": "8,8,8"}),
+        "other-modality": lambda: _model_file(run, **{"data.modality": "mri"}),
+        "timestep-too-late": lambda: _model_file(
+            run, **{"model.family": "diffusion", "model.diffusion-steps": 100}
+        ),
+    }[case]()
+    out = tmp_path / "audit"
+    args: list[str | Path] = ["--synthetic", world["small"], "--train", world["train"]]
+    args += ["--out", out, "--model", model_path]
+    if case != "no-holdout":
+        args += ["--holdout", world["holdout"]]
+    code, output = _audit(*args)
+    assert code == 2, output
+    assert message in output
+    if case != "timestep-too-late":  # a setting's error names the setting
+        assert str(model_path) in output.replace(" ", "")
+    assert "Traceback" not in output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".audit.*"))

@@ -63,6 +63,11 @@ class TinyModel(GenerativeModel):
     def sample_images(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
+    def membership_scores(
+        self, batch: Batch, generator: torch.Generator, timesteps: tuple[int, ...]
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
 
 def _loader(features: int = FEATURES, batch: int = BATCH, seed: int = 0) -> DataLoader:
     rows = torch.randn(CASES, features, generator=torch.Generator().manual_seed(99))

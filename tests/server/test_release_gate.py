@@ -122,6 +122,51 @@ def test_only_copies_within_the_attempt_limit_are_refused(tmp_path: Path, sites:
     assert not (run / "release").exists()
 
 
+def test_a_release_short_of_passing_candidates_holds_fewer_cases_and_says_so(
+    tmp_path: Path, sites: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    config = smoke_config(**{"audit.max-candidate-factor": 1.5})  # ceil(1.5 x 2) = 3 at most
+    sampler = CopyingSampler(run, sites[101], copies=2)
+    outcome = federate(LocalGrid(sites).as_grid(), config, run, sampler=sampler)
+    manifest = read_manifest(outcome.release)
+    audit = manifest["audit"]
+    assert (audit["requested"], audit["released"], audit["candidates"]) == (2, 1, 3)
+    assert (audit["withheld"], audit["max_candidates"], audit["audits"]) == (2, 3, 2)
+    assert [case["candidate"] for case in audit["withheld_candidates"]] == [0, 1]
+    assert [case["candidate"] for case in audit["cases"]] == [2]  # one more: the limit
+    assert sampler.calls == 2
+    assert manifest["cases"] == 1
+    assert len(list((outcome.release / "imagesTr").iterdir())) == 1
+    assert "1 of 2 cases passed every site's audit after 3 candidates" in caplog.text
+
+
+def test_a_site_with_enough_held_out_cases_calibrates_on_them_over_the_message(
+    tmp_path: Path, sites: Nodes
+) -> None:
+    holdout = tmp_path / "holdout"
+    nodes = {**sites, 101: {**sites[101], "holdout-path": str(holdout)}}
+    phantom_sites(tmp_path / "other", smoke_config(seed=7))
+    (tmp_path / "other" / "sites" / "site-01").rename(holdout)  # 2 patients not trained on
+    grid = LocalGrid(nodes)
+    config = smoke_config(**{"audit.min-holdout": 2})
+    federate(grid.as_grid(), config, tmp_path / "run")
+    replies = {
+        int(r.content[METRICS_RECORD]["count/holdout"]): r  # type: ignore[call-overload]
+        for r in grid.audits
+    }
+    assert sorted(replies) == [0, 2]
+    held, alone = replies[2], replies[0]
+    assert held.content[TEXT_RECORD]["calibration-source"] == "holdout"  # type: ignore[index]
+    assert held.content[METRICS_RECORD]["calibration-cases"] == 2  # type: ignore[index]
+    assert alone.content[TEXT_RECORD]["calibration-source"] == "train-leave-one-out"  # type: ignore[index]
+    sources = {
+        site: record["calibration"]["source"]
+        for site, record in read_manifest(tmp_path / "run" / "release")["audit"]["sites"].items()
+    }
+    assert sorted(sources.values()) == ["holdout", "train-leave-one-out"]
+
+
 def _error_reply(reply: Message, _: int) -> Message:
     return Message(
         Error(code=4002, reason="site error (ValueError): see the site's log"), reply_to=reply
