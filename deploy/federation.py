@@ -104,11 +104,15 @@ class Federation:
         return self._cli
 
     def start(self, name: str, argv: list[str]) -> Daemon:
-        """Start any daemon (logs and Flower folder under the work folder); :meth:`stop` ends it."""
+        """Start any daemon (logs and Flower folder under the work folder); :meth:`stop` ends it.
+
+        A daemon started again under a name already used (a SuperNode restarted after it died)
+        keeps that name's Flower folder and logs to ``<name>-2.log``, ``<name>-3.log``, ...
+        """
         env = daemon_environment(self.work_dir / "flwr" / name)
-        daemon = start_daemon(
-            name, argv, self.work_dir / "logs" / f"{name}.log", env, self.work_dir
-        )
+        earlier = sum(daemon.name == name for daemon in self.daemons)
+        log = f"{name}-{earlier + 1}.log" if earlier else f"{name}.log"
+        daemon = start_daemon(name, argv, self.work_dir / "logs" / log, env, self.work_dir)
         self.daemons.append(daemon)
         return daemon
 

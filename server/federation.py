@@ -4,7 +4,10 @@ Each round: the strategy picks the sites (waiting for ``federation.min-sites``),
 and reply within ``federation.reply-timeout-s``, the update gate (:mod:`server.gate`) screens
 the replies, and if at least ``min-sites`` remain the strategy aggregates them into the new
 global arrays; otherwise the round leaves the model as it was and the run goes on. Failed,
-late and rejected sites are logged and counted in ``rounds.jsonl``.
+late and rejected sites are logged and counted in ``rounds.jsonl``, and so are the sites that
+missed the round (no reply in time, or their SuperNode died): ``missed`` names each by its node
+id and its run pseudonym. Every round asks the sites connected then, so a site whose SuperNode
+died and came back (under the same node id, or a new one) trains again from the next round on.
 
 After every round the state is checkpointed atomically (global arrays, the next round, the
 sites' privacy figures, the round reports, the strategy's adaptive state). Random draws (site
@@ -62,7 +65,7 @@ from common.models.prior import initial_model
 from common.release import SiteRecord
 from common.runs import MODEL_FILE, RunSummary, write_summary
 from common.seeding import derive_seed
-from server.gate import screen_replies
+from server.gate import missing_sites, screen_replies
 from server.release_gate import CandidateSampler, gated_release, model_sampler
 from server.sampling import write_model_release
 from server.strategies import build_strategy
@@ -100,6 +103,9 @@ class RoundReport:
     aggregated: bool
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    missed: dict[str, str | None] = field(default_factory=dict)
+    """Node id -> run pseudonym (None: it never replied in this run) of each site asked that
+    sent no reply."""
 
 
 @dataclass
@@ -113,6 +119,9 @@ class FederationState:
     reports: list[RoundReport]
     strategy_state: dict[str, float]
     run_config: dict[str, Any]
+    node_sites: dict[str, str] = field(default_factory=dict)
+    """Node id -> run pseudonym of every node whose update was accepted (names the sites that
+    miss a round)."""
 
 
 RoundCallback = Callable[[RoundReport], None]
@@ -208,10 +217,22 @@ def _round(
     settings = settings_record(config, server_round, state.run_id)
     messages = list(strategy.configure_train(server_round, arrays, settings, grid))
     LOGGER.info("round %d: %d sites asked to train", server_round, len(messages))
-    replies = list(grid.send_and_receive(messages, timeout=config.federation.reply_timeout_s))
-    gate = screen_replies(replies, arrays, server_round, config.federation.max_update_norm_ratio)
+    received = grid.send_and_receive(messages, timeout=config.federation.reply_timeout_s)
+    replies = missing_sites(messages, received)
+    ratio = config.federation.max_update_norm_ratio
+    gate = screen_replies(replies.replies, arrays, server_round, ratio)
     for reply in gate.accepted:
-        _record_site(state.sites, reply)
+        _record_site(state, reply)
+    missed = {str(node): state.node_sites.get(str(node)) for node in replies.missed}
+    for node, site in missed.items():
+        LOGGER.warning(
+            "round %d: site %s (node %s) sent no reply: not within federation.reply-timeout-s "
+            "= %g s, or its SuperNode stopped",
+            server_round,
+            site or "never heard from",
+            node,
+            config.federation.reply_timeout_s,
+        )
     aggregated = len(gate.accepted) >= config.federation.min_sites
     metrics: dict[str, float] = {}
     if aggregated:
@@ -235,12 +256,13 @@ def _round(
     report = RoundReport(
         round=server_round,
         asked=len(messages),
-        replied=len(replies),
+        replied=len(replies.replies),
         accepted=len(gate.accepted),
         rejected={str(node): reason for node, reason in gate.rejected.items()},
         aggregated=aggregated,
         seconds=time.perf_counter() - started,
         metrics=metrics,
+        missed=missed,
     )
     LOGGER.info(
         "round %d: %d of %d sites replied, %d accepted, %d rejected, %s in %.1f s",
@@ -274,10 +296,11 @@ def _metric(reply: Message, key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _record_site(sites: dict[str, dict[str, float]], reply: Message) -> None:
-    """Keep a site's latest privacy figures (its ledger's cumulative epsilon)."""
+def _record_site(state: FederationState, reply: Message) -> None:
+    """Keep a site's latest privacy figures (its ledger's cumulative epsilon) and its node."""
     key = site_name(int(_metric(reply, SITE_KEY)))
-    figures = sites.setdefault(key, {})
+    state.node_sites[str(reply.metadata.src_node_id)] = key
+    figures = state.sites.setdefault(key, {})
     figures["cases"] = _metric(reply, EXAMPLES_KEY)
     metrics = reply.content[METRICS_KEY]
     if isinstance(metrics, MetricRecord) and "epsilon" in metrics:

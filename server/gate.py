@@ -13,6 +13,11 @@ A reply is rejected, with its reason logged and counted, when it
 
 Accepted replies are returned in a fixed order (by a digest of their arrays, then node id), so
 aggregation does not depend on the order sites happened to answer in.
+
+A site that sends no reply *missed* the round (:func:`missing_sites`): no reply within
+``federation.reply-timeout-s``, or the SuperLink's own answer that the site's node stopped
+sending heartbeats (its SuperNode died) or that the message expired. Those are not the site's
+replies and never reach the gate.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 
 from common.exchange import (
     ARRAYS_KEY,
@@ -38,6 +44,12 @@ from common.exchange import (
 
 LOGGER = logging.getLogger("fedsynth.server")
 
+NO_REPLY_CODES = frozenset(
+    {ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE}
+)
+"""Error codes of the SuperLink's answers in place of a site (its node is gone, or the message
+or its reply expired): the site sent nothing."""
+
 
 @dataclass
 class GateResult:
@@ -46,6 +58,31 @@ class GateResult:
     accepted: list[Message] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
     update_norms: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SiteReplies:
+    """A round's replies that came from the sites, and the asked nodes that sent none."""
+
+    replies: list[Message]
+    missed: list[int]
+
+
+def missing_sites(asked: Iterable[Message], replies: Iterable[Message]) -> SiteReplies:
+    """Split a round's replies into the sites' own and the asked nodes that sent none.
+
+    ``asked`` are the messages as sent (the Grid gave each its id); a reply names the message it
+    answers, so a SuperLink answer for a dead node is put down to the node it was sent to.
+    """
+    targets = {message.metadata.message_id: message.metadata.dst_node_id for message in asked}
+    own = [
+        reply
+        for reply in replies
+        if not (reply.has_error() and reply.error.code in NO_REPLY_CODES)
+        and reply.metadata.reply_to_message_id in targets
+    ]
+    answered = {targets[reply.metadata.reply_to_message_id] for reply in own}
+    return SiteReplies(own, sorted(set(targets.values()) - answered))
 
 
 def screen_replies(

@@ -2,7 +2,8 @@
 
 ``LocalGrid`` does what Flower's in-memory grid does with a train message (gives it an id, hands
 it to the destination node's ClientApp, returns the reply), keeps every reply a site sent in
-``sent``, and can make a site misbehave: time out, answer as an old round, or corrupt its update.
+``sent``, and can make a site misbehave: time out, answer as an old round, corrupt its update, or
+die while it trains.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import cast
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -138,3 +140,25 @@ def scaled_update(factor: float) -> Tamper:
 def never_replies(reply: Message, _: int) -> None:
     """A site that does not answer in time."""
     return None
+
+
+def superlink_answer(message: Message, code: int = ErrorCode.NODE_UNAVAILABLE) -> Message:
+    """What the SuperLink sends back, from its own node id, for a node that stopped sending
+    heartbeats (or a message that expired)."""
+    answer = Message(Error(code=code, reason="Error: Node Unavailable"), reply_to=message)
+    answer.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    return answer
+
+
+def dies_in(server_round: int) -> Tamper:
+    """A site whose SuperNode dies in ``server_round`` after the ledger charge (it trained, but
+    the SuperLink answers for it that its node is unavailable)."""
+
+    def tamper(reply: Message, answered: int) -> Message:
+        if answered != server_round:
+            return reply
+        asked = Message(RecordDict(), dst_node_id=reply.metadata.src_node_id, message_type="train")
+        asked.metadata.__dict__["_message_id"] = reply.metadata.reply_to_message_id
+        return superlink_answer(asked)
+
+    return tamper

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.certificates import CertificateLayout
+from deploy.commands import SuperLinkSpec
 from deploy.daemons import (
     Daemon,
     check_port_free,
@@ -20,6 +22,7 @@ from deploy.daemons import (
     wait_for,
 )
 from deploy.errors import DaemonError, PortInUseError
+from deploy.federation import Federation
 
 # A daemon that starts a helper in a session of its own (as the SuperLink does) and sleeps.
 SPAWNING = """
@@ -105,3 +108,18 @@ def test_a_port_in_use_is_an_error_naming_the_setting() -> None:
         with pytest.raises(PortInUseError, match=f"SuperLink port: port {port} on 127.0.0.1"):
             check_port_free("127.0.0.1", port, "SuperLink port")
     check_port_free("127.0.0.1", free_port(), "SuperLink port")
+
+
+def test_a_daemon_started_again_under_its_name_keeps_the_first_one_s_log(tmp_path: Path) -> None:
+    federation = Federation(SuperLinkSpec(CertificateLayout(tmp_path), "127.0.0.1", 1), tmp_path)
+    try:
+        first, again = (
+            federation.start("site-01", [sys.executable, "-c", f"print('run {n}')"]) for n in (1, 2)
+        )
+        for daemon in (first, again):
+            daemon.process.wait(timeout=60)
+    finally:
+        federation.stop()
+    assert first.log_text() == "run 1\n"
+    assert again.log_text() == "run 2\n"
+    assert again.log_path == tmp_path / "logs" / "site-01-2.log"

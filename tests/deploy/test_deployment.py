@@ -3,67 +3,33 @@ SuperNodes, one fedsynth run; and the SuperNodes the SuperLink must turn away.""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from deploy_support import (
     NEGATIVE_MAX_WAIT_S,
+    PROJECT,
     SITES,
     UNREGISTERED_SITE,
     Credentials,
+    Job,
     descendant_commands,
     site_spec,
 )
 
 from common.config import Scalar
 from deploy.commands import ALLOW_DEPENDENCY_INSTALL_FLAG, supernode_command
-from deploy.control import CONNECTION_NAME, RunResult
+from deploy.control import CONNECTION_NAME
 from deploy.daemons import Daemon, wait_for
 from deploy.errors import RunError
 from deploy.federation import Federation
-from simulations.presets import preset
 
 pytestmark = pytest.mark.deployment
 
-# The fedsynth project: the Flower app the tests submit.
-PROJECT = Path(__file__).resolve().parents[2]
 # Seconds the whole fedsynth run may take on 2 busy cores (it takes about 40 s alone).
 JOB_TIMEOUT_S = 600.0
 # Seconds a refused SuperNode gets to give up and exit (it takes about 2 s).
 REFUSAL_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Job:
-    """THE job the end-to-end test submits, and what it must leave behind: change both here."""
-
-    run_dir: Path
-
-    def run_config(self) -> dict[str, Scalar]:
-        """The smoke preset's run settings, one round, the server's output in ``run_dir``."""
-        settings = {k: v for k, v in preset("smoke").items() if not k.startswith("phantoms.")}
-        settings.update(
-            {
-                "federation.num-rounds": 1,
-                "federation.run-dir": str(self.run_dir),
-                # a fixed noise multiplier: calibrating one to a target epsilon takes ~30 s
-                "privacy.target-epsilon": 0.0,
-            }
-        )
-        return settings
-
-    def check(self, result: RunResult) -> None:
-        """The run completed and released synthetic cases trained at both sites."""
-        assert result.completed, f"run ended {result.status}:\n{result.logs}"
-        release = self.run_dir / "release"
-        manifest = json.loads((release / "manifest.json").read_text(encoding="utf-8"))
-        cases = int(self.run_config()["federation.release-cases"])
-        assert manifest["cases"] == cases
-        assert len(manifest["sites"]) == len(SITES)
-        assert len(list((release / "imagesTr").glob("*.nii.gz"))) == cases
-        assert len(list((release / "labelsTr").glob("*.nii.gz"))) == cases
 
 
 def _refused(daemon: Daemon) -> str:

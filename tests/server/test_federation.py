@@ -12,6 +12,7 @@ import torch
 from federation_support import (
     LocalGrid,
     as_round,
+    dies_in,
     never_replies,
     phantom_sites,
     scaled_update,
@@ -173,13 +174,48 @@ def test_a_site_that_times_out_answers_late_or_poisons_is_left_out(
     if reason is None:
         assert report["replied"] == 2
         assert report["rejected"] == {}
+        assert report["missed"] == {"103": None}  # no update of it ever came: no pseudonym
     else:
         assert reason in report["rejected"]["103"]  # type: ignore[index]
+        assert report["missed"] == {}
     good = [r.content[ARRAYS_KEY] for r in grid.sent if r.metadata.src_node_id != 103]
     trained = _global(tmp_path / "run")
     for name, value in trained.items():  # two sites of two cases each: the plain mean
         expected = (good[0][name].numpy() + good[1][name].numpy()) / 2  # type: ignore[index]
         np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_site_whose_node_dies_is_missed_and_trains_again_under_a_new_node_id(
+    tmp_path: Path, sites: dict[int, dict[str, object]]
+) -> None:
+    config = smoke_config(**{"federation.num-rounds": 3})
+    grid = LocalGrid(sites, tamper={102: dies_in(2)})  # type: ignore[arg-type]
+
+    def restarted(report: object) -> None:  # its SuperNode comes back, registered anew
+        if getattr(report, "round", 0) == 2:
+            grid.node_configs[202] = grid.node_configs.pop(102)
+
+    summary = run_federation(grid.as_grid(), config, tmp_path / "run", on_round=restarted)
+    rounds = _rounds(tmp_path / "run")
+    names = sorted(site.name for site in summary.sites)
+    assert len(names) == 2  # the same site under its new node id, not a third one
+    assert [(r["asked"], r["replied"], r["accepted"]) for r in rounds] == [
+        (2, 2, 2),
+        (2, 1, 1),
+        (2, 2, 2),
+    ]
+    assert [r["missed"] for r in rounds[::2]] == [{}, {}]
+    ((node, site),) = rounds[1]["missed"].items()  # type: ignore[attr-defined]
+    assert node == "102"
+    assert site in names
+    assert rounds[1]["rejected"] == {}
+    assert rounds[1]["aggregated"] is False  # 1 update < federation.min-sites = 2
+    for ledger in (tmp_path / "ledger").glob("*/site-ledger.json"):
+        run_ids = [run["run_id"] for run in json.loads(ledger.read_text())["runs"]]
+        # each round charged once; the dead node's round 2 too: it was charged before training
+        assert [run_id.split("/")[1] for run_id in run_ids] == ["round-1", "round-2", "round-3"]
+    epsilons = {site.epsilon for site in summary.sites}
+    assert len(epsilons) == 1  # same cases, same rounds charged: the same epsilon
 
 
 def test_a_round_with_too_few_accepted_updates_keeps_the_global_model(

@@ -1,6 +1,7 @@
 """Tests for server/gate.py: which sites' replies the update gate lets into a round's aggregation
 (errors, late replies, extra or missing records, arrays that do not fit, non-finite values, no
-cases, outlying update norms), the update norms it measures and the order of accepted replies."""
+cases, outlying update norms), the update norms it measures and the order of accepted replies;
+and which asked sites sent no reply."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
+from federation_support import superlink_answer
 from federation_support import task_identity as task_identity  # fixture
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 
-from server.gate import GateResult, screen_replies
+from server.gate import GateResult, missing_sites, screen_replies
 
 ROUND = 3
 GOOD = (11, 12)
@@ -237,3 +240,32 @@ def test_rejections_and_acceptances_together() -> None:
     assert sorted(result.rejected) == [52, 54, 56]
     assert sorted(m.metadata.src_node_id for m in result.accepted) == [51, 53, 55]
     assert sorted(result.update_norms) == [51, 53, 55, 56]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        ErrorCode.NODE_UNAVAILABLE,
+        ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+        ErrorCode.MESSAGE_UNAVAILABLE,
+    ],
+    ids=["node-unavailable", "reply-expired", "message-expired"],
+)
+def test_a_superlink_answer_for_a_dead_node_counts_as_missed_not_as_a_reply(code: int) -> None:
+    asked = [sent(node) for node in (*GOOD, BAD)]
+    answers = [Message(good_content(), reply_to=m) for m in asked[:2]]
+    split = missing_sites(asked, [*answers, superlink_answer(asked[2], code)])
+    assert split.replies == answers
+    assert split.missed == [BAD]  # the node it was sent to, not the SuperLink's own id
+
+
+def test_a_node_that_sends_nothing_is_missed_and_a_site_error_is_a_reply() -> None:
+    asked = [sent(node) for node in (*GOOD, BAD)]
+    failed = Message(Error(code=4001, reason="privacy budget"), reply_to=asked[0])
+    split = missing_sites(asked, [failed])
+    assert split.replies == [failed]  # the gate rejects it with its reason
+    assert split.missed == [GOOD[1], BAD]
+
+
+def good_content() -> RecordDict:
+    return RecordDict({"arrays": arrays(moved([0.1, 0.0, 0.0])), "metrics": metrics()})
