@@ -37,7 +37,6 @@ from common.exchange import (
     ROUND_KEY,
     SITE_KEY,
     SITE_WEIGHT_KEY,
-    TUMOUR_VOXELS_KEY,
     ExchangeError,
     load_model_arrays,
     model_arrays,
@@ -45,7 +44,7 @@ from common.exchange import (
     site_pseudonym,
 )
 from common.memory.plan import MemoryPlanError, plan_memory
-from common.models.calibration import site_tumour_voxels
+from common.models.calibration import site_volume_metrics
 from common.models.interface import GenerativeModel, unwrap
 from common.models.registry import build_model
 from common.privacy.accounting import noise_multiplier_for
@@ -155,7 +154,7 @@ def _train_round(
         "seconds": time.perf_counter() - started,
     }
     if config.model.tumour_calibration_cases > 0:  # never with DP-SGD (a config rule)
-        metrics[TUMOUR_VOXELS_KEY] = site_tumour_voxels(dataset, config)
+        metrics.update(site_volume_metrics(dataset, config))
     # the round's mean losses over the steps that drew cases (every family's names, always)
     metrics.update({f"{LOSS_PREFIX}{k}": v / max(1, data_steps) for k, v in loss_sums.items()})
     if outcome.epsilon is not None and outcome.delta is not None:

@@ -29,7 +29,11 @@ from common.config import FedsynthConfig, Scalar, changed_settings, to_run_confi
 from common.data.dataset import CachedCases
 from common.interrupts import Interrupted, deferred
 from common.memory.plan import plan_memory
-from common.models.calibration import calibrate_tumour_volume, site_tumour_voxels
+from common.models.calibration import (
+    calibrate_tumour_volume,
+    site_volume_metrics,
+    volume_targets,
+)
 from common.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model
 from common.models.interface import Batch, GenerativeModel
 from common.models.prior import initial_model
@@ -327,8 +331,10 @@ def train_site(
         )
     calibration: dict[str, Any] = {}
     if config.model.tumour_calibration_cases > 0:
-        target = site_tumour_voxels(dataset, config)
-        config, found = calibrate_tumour_volume(model, config, target)
+        targets = volume_targets(site_volume_metrics(dataset, config), config)
+        if targets is None:  # pragma: no cover - the site's own metrics hold every key
+            raise AssertionError("a site's volume metrics lack a key its config needs")
+        config, found = calibrate_tumour_volume(model, config, targets)
         calibration = found.to_json()
     (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
     digest = save_model(run / MODEL_FILE, model, config)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.data.schema import schema_for
 from common.errors import ConfigError
 
 Scalar = bool | int | float | str
@@ -66,6 +67,14 @@ def _check_fields(section: str, instance: Any) -> None:
                 raise ConfigError(f"{key} = {_format(value)} is below its minimum {low}")
             if high is not None and item > high:
                 raise ConfigError(f"{key} = {_format(value)} is above its maximum {high}")
+
+
+def _numbers(key: str, text: str, advice: str) -> tuple[float, ...]:
+    """A comma-separated setting as numbers (ConfigError naming ``key`` if one is not)."""
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"{key} = {text!r}: {advice}") from None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -475,6 +484,22 @@ class ModelConfig:
         minimum=0.0,
         maximum=1.0,
     )
+    subregion_logit_shifts: str = setting(
+        "",
+        "diffusion with class-probabilities: one number per tumour label, in label order "
+        "(mri: necrotic core, oedema, enhancing), added at sampling on top of "
+        "model.tumour-logit-shift to that label's logits, as '0.8,0,-0.3'; empty adds none; "
+        "a sampling setting",
+    )
+    subregion_calibration_tries: int = setting(
+        0,
+        "with model.tumour-calibration-cases and a tumour of several labels: after the "
+        "tumour-volume search, samples at most this many more tries of "
+        "model.subregion-logit-shifts so that each label's mean volume matches the training "
+        "cases' (each site then sends one mean per label); 0 calibrates the union only",
+        minimum=0,
+        maximum=50,
+    )
     latent_channels: int = setting(
         8, "GAN: channels of the noise the label-map generator starts from", minimum=1
     )
@@ -550,6 +575,23 @@ class ModelConfig:
             f"model.tumour-logit-shift = {self.tumour_logit_shift:g} shifts class logits: it "
             "needs model.denoiser-output = class-probabilities (or set it to 0)",
         )
+        shifts = self.subregion_shifts()
+        _require(
+            all(-20.0 <= shift <= 20.0 for shift in shifts),
+            f"model.subregion-logit-shifts = {self.subregion_logit_shifts!r}: give numbers "
+            "between -20 and 20",
+        )
+        _require(
+            not any(shifts) or self.denoiser_output == "class-probabilities",
+            f"model.subregion-logit-shifts = {self.subregion_logit_shifts!r} shifts class "
+            "logits: it needs model.denoiser-output = class-probabilities (or leave it empty)",
+        )
+        _require(
+            self.subregion_calibration_tries == 0 or self.tumour_calibration_cases > 0,
+            f"model.subregion-calibration-tries = {self.subregion_calibration_tries} refines "
+            "the tumour-volume calibration: it needs model.tumour-calibration-cases > 0 (or "
+            "set it to 0)",
+        )
         _require(
             self.tumour_calibration_cases == 0
             or (self.family == "diffusion" and self.denoiser_output == "class-probabilities"),
@@ -558,15 +600,22 @@ class ModelConfig:
             "model.denoiser-output = class-probabilities (or set it to 0)",
         )
 
+    def subregion_shifts(self) -> tuple[float, ...]:
+        """``subregion_logit_shifts`` as numbers, () when empty (ConfigError if one is not a
+        number)."""
+        return _numbers(
+            "model.subregion-logit-shifts",
+            self.subregion_logit_shifts,
+            "give comma-separated numbers, one per tumour label, as '0.8,0,-0.3'",
+        )
+
     def thresholds(self) -> tuple[float, ...]:
         """``tissue_thresholds`` as numbers (ConfigError if one is not a number)."""
-        try:
-            return tuple(float(t) for t in self.tissue_thresholds.split(",") if t.strip())
-        except ValueError:
-            raise ConfigError(
-                f"model.tissue-thresholds = {self.tissue_thresholds!r}: give numbers, "
-                "comma-separated, as '-0.659,-0.353'"
-            ) from None
+        return _numbers(
+            "model.tissue-thresholds",
+            self.tissue_thresholds,
+            "give numbers, comma-separated, as '-0.659,-0.353'",
+        )
 
 
 @dataclass(frozen=True)
@@ -801,6 +850,14 @@ class FedsynthConfig:
                 "model.tumour-calibration-cases must be 0 with DP-SGD (privacy.enabled=true): "
                 "each site would send its mean tumour volume, which DP-SGD does not protect. "
                 "Set it to 0 (and model.tumour-logit-shift by hand), or privacy.enabled=false"
+            )
+        labels = schema_for(self.data.modality).tumour_values
+        shifts = self.model.subregion_shifts()
+        if shifts and len(shifts) != len(labels):
+            raise ConfigError(
+                f"model.subregion-logit-shifts = {self.model.subregion_logit_shifts!r} gives "
+                f"{len(shifts)} numbers: data.modality = {self.data.modality} has "
+                f"{len(labels)} tumour label(s) ({', '.join(map(str, labels))}), one number each"
             )
 
 

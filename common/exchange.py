@@ -38,6 +38,14 @@ SITE_WEIGHT_KEY = "site-weight"
 TUMOUR_VOXELS_KEY = "tumour-voxels"
 """With model.tumour-calibration-cases: the mean tumour voxels of a site's training cases (the
 server's aggregate of it is the calibration's target; ``common.models.calibration``)."""
+
+
+def subregion_voxels_key(value: int) -> str:
+    """With model.subregion-calibration-tries: the metric of the mean voxels of tumour label
+    ``value`` in a site's training cases."""
+    return f"{TUMOUR_VOXELS_KEY}-{value}"
+
+
 SITE_KEY = "site-key"
 """A site's pseudonym in a run: see :func:`site_pseudonym`."""
 PSEUDONYM_BITS = 48

@@ -52,7 +52,7 @@ from common.exchange import (
     model_arrays,
     settings_record,
 )
-from common.models.calibration import calibrate_tumour_volume
+from common.models.calibration import calibrate_tumour_volume, volume_targets
 from common.models.checkpoint import (
     CheckpointError,
     load_model,
@@ -178,11 +178,13 @@ def _calibrated(
     Raises:
         FedsynthError: no round aggregated the sites' tumour volumes.
     """
-    targets = [r.metrics[TUMOUR_VOXELS_KEY] for r in reports if TUMOUR_VOXELS_KEY in r.metrics]
+    found_targets = [volume_targets(r.metrics, config) for r in reports if r.aggregated]
+    targets = [t for t in found_targets if t is not None]
     if not targets:
         raise FedsynthError(
             "model.tumour-calibration-cases is set but no round aggregated the sites' "
-            f"{TUMOUR_VOXELS_KEY!r}: set it to 0, or train at least one round that aggregates"
+            f"{TUMOUR_VOXELS_KEY!r} (and, with model.subregion-calibration-tries, each "
+            "label's): set it to 0, or train at least one round that aggregates"
         )
     config, found = calibrate_tumour_volume(model, config, targets[-1])
     LOGGER.info(
@@ -193,6 +195,15 @@ def _calibrated(
         found.target,
         len(found.tried),
     )
+    if found.subregions is not None:
+        LOGGER.info(
+            "tumour labels calibrated: model.subregion-logit-shifts %s samples %s voxels a "
+            "case, the sites' means %s (%d tries)",
+            config.model.subregion_logit_shifts or "0",
+            ", ".join(f"{v:.0f}" for v in found.subregions.volumes),
+            ", ".join(f"{v:.0f}" for v in found.subregions.targets),
+            len(found.subregions.tried) - 1,
+        )
     return config, found.to_json()
 
 

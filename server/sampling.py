@@ -16,7 +16,12 @@ from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE, read_summary
 from common.seeding import torch_generator
 
-SAMPLING_KEYS = ("model.sampler", "model.sampling-steps", "model.tumour-logit-shift")
+SAMPLING_KEYS = (
+    "model.sampler",
+    "model.sampling-steps",
+    "model.tumour-logit-shift",
+    "model.subregion-logit-shifts",
+)
 """Settings ``fedsynth sample --run-config`` may change: how a trained model is sampled, not
 what it is (every other setting is the model's own and stays as it was trained)."""
 

@@ -397,14 +397,16 @@ class DiffusionModel(GenerativeModel):
 
     def _shifted(self, output: torch.Tensor) -> torch.Tensor:
         """The denoiser's class logits with ``model.tumour-logit-shift`` added to the tumour
-        classes' (sampling only; the velocity output is returned as it is)."""
+        classes' and ``model.subregion-logit-shifts`` to each one's (sampling only; the
+        velocity output is returned as it is)."""
         shift = self.config.tumour_logit_shift
-        if shift == 0 or self.config.denoiser_output != "class-probabilities":
+        subregions = self.config.subregion_shifts() or (0.0,) * len(self.tumour_values)
+        if self.config.denoiser_output != "class-probabilities" or not (shift or any(subregions)):
             return output
         first = self.tissues.intensity_classes - 1
-        channels = [first + value for value in self.tumour_values]
         shifted = output.float().clone()
-        shifted[:, channels] += shift
+        for value, own in zip(self.tumour_values, subregions, strict=True):
+            shifted[:, first + value] += shift + own
         return shifted
 
     def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:

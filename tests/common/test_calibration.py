@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from model_support import tiny_config
+from model_support import tiny_cohort, tiny_config
 
 from common.errors import ConfigError
+from common.exchange import TUMOUR_VOXELS_KEY, subregion_voxels_key
 from common.models.calibration import (
     SHIFT_BOUND,
+    VolumeTargets,
     calibrate_tumour_volume,
     mean_tumour_voxels,
     search_shift,
+    search_subregion_shifts,
+    site_volume_metrics,
+    volume_targets,
 )
 from common.models.diffusion import DiffusionModel
 from common.models.registry import build_model
@@ -91,7 +97,9 @@ def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
     config = tiny_config(**CALIBRATED)
     model = build_model(config)
     assert isinstance(model, DiffusionModel)
-    calibrated, found = calibrate_tumour_volume(model, config, 4096.0)
+    calibrated, found = calibrate_tumour_volume(model, config, VolumeTargets(4096.0))
+    assert found.subregions is None
+    assert "subregions" not in found.to_json()
     assert found.tried == [(0.0, 0.0), (pytest.approx(math.log(4097) / 2), 4096.0)]
     assert calibrated.model.tumour_logit_shift == model.config.tumour_logit_shift == found.shift
     assert int((model.sample(1, torch.Generator().manual_seed(0)).label == 1).sum()) == 4096
@@ -110,3 +118,148 @@ def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
 def test_calibration_settings_are_checked(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         tiny_config(**{**CALIBRATED, **overrides})  # type: ignore[arg-type]
+
+
+def test_the_subregion_search_by_hand() -> None:
+    """Two labels that do not interact, volume_i(s_i) = a_i e^(3 s_i), a = (50, 400), targets
+    (400, 400): label 2 is on target from the start and keeps shift 0; label 1 takes the steps
+    of the one-label hand search (s = 1.03107, then 0.69160, 398.2 voxels)."""
+    found = search_subregion_shifts(
+        lambda s: [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1])],
+        [400.0, 400.0],
+        [50.0, 400.0],
+        tolerance=0.1,
+        tries=6,
+    )
+    assert [shifts for shifts, _ in found.tried] == [
+        (0.0, 0.0),
+        (pytest.approx(1.03107, abs=1e-5), 0.0),
+        (pytest.approx(0.69160, abs=1e-5), 0.0),
+    ]
+    assert found.shifts == found.tried[-1][0]
+    assert found.volumes == (pytest.approx(398.2, abs=0.1), 400.0)
+
+
+def test_labels_that_compete_for_voxels_are_searched_together() -> None:
+    """Label 2 loses voxels as label 1's shift grows (e^(-s_1)): once label 1 has moved, label
+    2 is off target and steps too, until both are within tolerance."""
+
+    def volumes(s: tuple[float, ...]) -> list[float]:
+        return [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1] - s[0])]
+
+    found = search_subregion_shifts(volumes, [400.0, 400.0], [50.0, 400.0], tolerance=0.1, tries=8)
+    assert found.tried[1][0][1] == 0.0  # label 2 waits while it is on target
+    assert found.shifts[1] > 0.1  # then steps up to make up for what label 1 took
+    close = math.log1p(0.1)
+    assert all(abs(math.log1p(v) - math.log1p(400.0)) <= close for v in found.volumes)
+    assert found.volumes == tuple(volumes(found.shifts))
+
+
+def test_the_subregion_search_stops_when_every_label_is_stuck_and_keeps_the_closest() -> None:
+    """Nothing is ever drawn: both labels step to the bound together (as the one-label search
+    does), then a try would repeat the last; every try is as far, so the first is kept."""
+    found = search_subregion_shifts(
+        lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=10
+    )
+    assert [shifts[0] for shifts, _ in found.tried] == pytest.approx(
+        [0.0, 2.85356, SHIFT_BOUND], abs=1e-5
+    )
+    assert found.shifts == (0.0, 0.0)
+    limited = search_subregion_shifts(
+        lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=0
+    )
+    assert len(limited.tried) == 1  # 0 more tries: the union's shift alone
+
+
+def test_bad_subregion_search_arguments() -> None:
+    with pytest.raises(ValueError, match="must pair up"):
+        search_subregion_shifts(lambda s: [1.0], [1.0, 2.0], [1.0], tolerance=0.1, tries=3)
+    with pytest.raises(ValueError, match="must pair up"):
+        search_subregion_shifts(lambda s: [1.0], [-1.0], [1.0], tolerance=0.1, tries=3)
+
+
+MRI_CALIBRATED = {
+    **CALIBRATED,
+    "data.modality": "mri",
+    "model.tumour-calibration-tries": 2,
+    "model.subregion-calibration-tries": 3,
+}
+
+
+def test_an_untrained_mri_model_is_calibrated_label_by_label() -> None:
+    """Zero logits and one shift for every tumour label: the union search makes the tumour the
+    argmax everywhere, and ties go to the first label (necrotic, 1): volumes (4096, 0, 0).
+    Targets (0, 4096, 0): label 1's gap ln 4097 steps it down by ln 4097 / 2, label 2's up
+    as far, label 3 is on target; then oedema (2) is the argmax everywhere: (0, 4096, 0)."""
+    config = tiny_config(**MRI_CALIBRATED)
+    model = build_model(config)
+    assert isinstance(model, DiffusionModel)
+    step = math.log(4097) / 2
+    calibrated, found = calibrate_tumour_volume(
+        model, config, VolumeTargets(4096.0, {1: 0.0, 2: 4096.0, 3: 0.0})
+    )
+    assert found.shift == pytest.approx(step)
+    assert found.subregions is not None
+    assert found.subregions.tried == [
+        ((0.0, 0.0, 0.0), (4096.0, 0.0, 0.0)),
+        ((pytest.approx(-step), pytest.approx(step), 0.0), (0.0, 4096.0, 0.0)),
+    ]
+    shifts = calibrated.model.subregion_shifts()
+    assert shifts == pytest.approx((-step, step, 0.0), abs=1e-5)
+    assert model.config.subregion_logit_shifts == calibrated.model.subregion_logit_shifts
+    assert found.to_json()["subregions"]["logit_shifts"] == list(found.subregions.shifts)
+    drawn = model.sample(1, torch.Generator().manual_seed(0)).label
+    assert int((drawn == 2).sum()) == 4096
+
+
+def test_a_site_sends_one_mean_per_tumour_label_only_when_asked(tmp_path: Path) -> None:
+    """MRI labels: the union's mean always, each label's with subregion tries; a CT tumour has
+    one label, so there is nothing to refine and nothing more is sent."""
+    mri = tiny_config(**{**MRI_CALIBRATED, "phantoms.cases-per-site": 3})
+    cases = tiny_cohort(tmp_path / "mri", mri)
+    labels = [cases[i][1] for i in range(len(cases))]
+    metrics = site_volume_metrics(cases, mri)
+    per_label = [sum(float((lab == v).sum()) for lab in labels) / 3 for v in (1, 2, 3)]
+    assert metrics == pytest.approx(
+        {
+            TUMOUR_VOXELS_KEY: sum(per_label),
+            **{subregion_voxels_key(v): n for v, n in zip((1, 2, 3), per_label, strict=True)},
+        }
+    )
+    assert per_label[1] > 0  # the phantom has oedema to count
+    union_only = tiny_config(**{**MRI_CALIBRATED, "model.subregion-calibration-tries": 0})
+    assert set(site_volume_metrics(cases, union_only)) == {TUMOUR_VOXELS_KEY}
+    ct = tiny_config(**{**CALIBRATED, "model.subregion-calibration-tries": 3})
+    assert set(site_volume_metrics(tiny_cohort(tmp_path / "ct", ct), ct)) == {TUMOUR_VOXELS_KEY}
+
+
+def test_volume_targets_are_read_from_the_aggregated_metrics() -> None:
+    mri = tiny_config(**MRI_CALIBRATED)
+    keys = {subregion_voxels_key(v): float(v) for v in (1, 2, 3)}
+    assert volume_targets({TUMOUR_VOXELS_KEY: 6.0, **keys, "steps": 2.0}, mri) == (
+        VolumeTargets(6.0, {1: 1.0, 2: 2.0, 3: 3.0})
+    )
+    assert volume_targets({TUMOUR_VOXELS_KEY: 6.0}, mri) is None  # a label's mean missing
+    assert volume_targets({"steps": 2.0}, tiny_config(**CALIBRATED)) is None
+    assert volume_targets({TUMOUR_VOXELS_KEY: 6.0}, tiny_config(**CALIBRATED)) == (
+        VolumeTargets(6.0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model.subregion-logit-shifts": "1,2"}, r"gives 2 numbers: .* 3 tumour label\(s\)"),
+        ({"model.subregion-logit-shifts": "1,x,2"}, "give comma-separated numbers"),
+        ({"model.subregion-logit-shifts": "0,25,0"}, "between -20 and 20"),
+        (
+            {"model.subregion-logit-shifts": "0,1,0", "model.denoiser-output": "velocity"},
+            "needs model.denoiser-output = class-probabilities",
+        ),
+        ({"model.tumour-calibration-cases": 0}, "needs model.tumour-calibration-cases > 0"),
+        ({"model.subregion-calibration-tries": 51}, "model.subregion-calibration-tries"),
+    ],
+)
+def test_subregion_settings_are_checked(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**{**MRI_CALIBRATED, **overrides})  # type: ignore[arg-type]

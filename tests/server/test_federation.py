@@ -349,6 +349,42 @@ def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
     assert saved.model.tumour_logit_shift == calibration["tumour_logit_shift"]
 
 
+def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
+    tmp_path: Path,
+) -> None:
+    """With subregion tries, MRI sites send the union's mean and one mean per tumour label
+    (necrotic, oedema, enhancing) and nothing else about their labels; the server searches
+    each label's shift on top of the union's, keeps them in model.pt and records the search."""
+    config = smoke_config(
+        **{
+            "data.modality": "mri",
+            "federation.num-rounds": 1,
+            "privacy.enabled": False,
+            "model.denoiser-output": "class-probabilities",
+            "model.tumour-calibration-cases": 2,
+            "model.tumour-calibration-tries": 2,
+            "model.subregion-calibration-tries": 2,
+        }
+    )
+    grid = LocalGrid(phantom_sites(tmp_path, config))  # type: ignore[arg-type]
+    run_federation(grid.as_grid(), config, tmp_path / "run")
+    keys = ["tumour-voxels-1", "tumour-voxels-2", "tumour-voxels-3"]
+    sent = []
+    for reply in grid.sent:
+        metrics = reply.content[METRICS_KEY]
+        assert {k for k in metrics if k.startswith("tumour")} == {"tumour-voxels", *keys}  # type: ignore[union-attr]
+        sent.append(([float(metrics[k]) for k in keys], float(metrics["num-examples"])))  # type: ignore[index, arg-type]
+    total = sum(n for _, n in sent)
+    expected = [sum(v[i] * n for v, n in sent) / total for i in range(3)]
+    found = read_summary(tmp_path / "run").calibration["subregions"]
+    assert found["target_voxels"] == pytest.approx(expected)
+    assert 1 <= len(found["tried"]) <= 3  # the union's choice, then at most 2 tries
+    _, saved = load_model(tmp_path / "run" / MODEL_FILE)
+    assert list(saved.model.subregion_shifts() or (0.0,) * 3) == pytest.approx(
+        found["logit_shifts"], abs=1e-5
+    )
+
+
 def test_without_calibration_no_site_sends_its_tumour_volume(
     tmp_path: Path, sites: dict[int, dict[str, object]]
 ) -> None:
