@@ -8,6 +8,7 @@ die while it trains.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,12 @@ def task_identity() -> Iterator[None]:
 def smoke_config(**overrides: Scalar) -> FedsynthConfig:
     """The smoke federation's settings, with overrides (run-config keys)."""
     return load_config({**SMOKE, **overrides})
+
+
+def without_pseudonyms(text: str) -> str:
+    """``text`` with the run's site pseudonyms cut out: ``site-06cf8809e922`` is 48 random
+    bits, not the directory ``site-01``, though it may begin like it."""
+    return re.sub(r"site-[0-9a-f]{12}", "<pseudonym>", text)
 
 
 def phantom_sites(folder: Path, config: FedsynthConfig) -> dict[int, dict[str, Scalar]]:
