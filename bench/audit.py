@@ -101,6 +101,7 @@ def one_search(n_synthetic: int, n_real: int) -> dict[str, Any]:
         "planted_copies_found": caught,
         "shortlist": settings.shortlist,
         "chunk_cases": settings.chunk_cases,
+        "spectra_cache_mib": settings.spectra_cache_mib,
     }
 
 

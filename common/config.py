@@ -774,6 +774,13 @@ class AuditConfig:
         minimum=1,
         maximum=100000,
     )
+    spectra_cache_mib: int = setting(
+        1024,
+        "keep every reference case's in-plane and label spectra for the whole search when they "
+        "fit in this many MiB (about 0.4 MiB a case at 32^3 with two structures); otherwise "
+        "each chunk takes them again for its shortlisted cases (slower, less memory)",
+        minimum=0,
+    )
     report_closest: int = setting(
         3,
         "the on-site report shows every flagged case and this many of the closest unflagged "

@@ -562,19 +562,24 @@ def _run_pool(
 ) -> Iterator[tuple[int, CaseResult]]:
     """(index, result) as cases finish. A dying worker breaks the whole pool, so the cases it
     left unanswered are then run one by one, each in a pool of its own: only the case that
-    kills its worker is reported as ``worker-died``."""
+    kills its worker is reported as ``worker-died``. Stopped (a signal's ``Interrupted``), the
+    pool cancels the queued cases and ends its workers once their running cases are done."""
     unanswered = []
     with _pool(processes) as pool:
         futures = {
             pool.submit(_extract_checked, c, label, settings): i for i, c in enumerate(cases)
         }
-        for future in as_completed(futures):
-            index = futures[future]
-            result = _collect(future, cases[index])
-            if isinstance(result, CaseFailure) and result.kind == WORKER_DIED_KIND:
-                unanswered.append(index)
-            else:
-                yield index, result
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                result = _collect(future, cases[index])
+                if isinstance(result, CaseFailure) and result.kind == WORKER_DIED_KIND:
+                    unanswered.append(index)
+                else:
+                    yield index, result
+        except BaseException:  # a stop signal, or the caller gone: run no queued case
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     for index in sorted(unanswered):
         with _pool(1) as alone:
             future = alone.submit(_extract_checked, cases[index], label, settings)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.config import FedsynthConfig, Scalar, load_config
+from common.data.cache import read_cache
 from common.data.dataset import CachedCases
 from common.data.site import prepare_site
+from common.models.interface import SyntheticPairs
+from common.release import new_manifest, write_release
 from simulations.phantoms import write_cohort
 
 TINY: dict[str, Scalar] = {
@@ -32,6 +36,17 @@ def tiny_cohort(folder: Path, config: FedsynthConfig) -> CachedCases:
     cohort = write_cohort(config, folder / "sites")
     prepare_site(cohort.sites[0], folder / "cache", config.data)
     return CachedCases(folder / "cache", config.model.spatial_dims)
+
+
+def release_of_cache(cache: Path, release: Path, config: FedsynthConfig) -> None:
+    """Write a release at ``release`` that copies the prepared cases of ``cache``."""
+    _, cases = read_cache(cache)
+    images = torch.from_numpy(np.stack([c.image for c in cases]))[:, None]
+    labels = torch.from_numpy(np.stack([c.label for c in cases])).long()
+    manifest = new_manifest(
+        config, family="gan", model_hash="ef" * 32, rounds=2, sites=[], cases=len(cases), seed=3
+    )
+    write_release(SyntheticPairs(images, labels), release, config, manifest)
 
 
 def stacked(dataset: CachedCases) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,16 +48,32 @@ def _slabs(pooled: torch.Tensor) -> list[torch.Tensor]:
     return [_unit(pooled[:, i : i + thickness].flatten(1)) for i in range(depth - thickness + 1)]
 
 
+def _pooled_at_offsets(volumes: torch.Tensor) -> list[torch.Tensor]:
+    """``_pooled`` at every offset of ``_offsets``, from one pass over the full volumes: pooled
+    first by the cell's half (every offset is a multiple of it), then each offset by two of
+    those: the same averages, where every axis holds whole half-cells."""
+    shape = tuple(volumes.shape[1:])
+    factor, half = pool_factor(shape), pool_factor(shape) // 2
+    if half < 2 or factor != 2 * half or any(size % half for size in shape):
+        # no whole half-cells to share: pool each offset from the volumes
+        return [_pooled(volumes, offset) for offset in _offsets(shape)]
+    halves = torch.nn.functional.avg_pool3d(volumes.unsqueeze(1), half, ceil_mode=True)
+    pooled = []
+    for dz, dy, dx in _offsets(shape):
+        moved = halves[:, :, dz // half :, dy // half :, dx // half :]
+        pooled.append(torch.nn.functional.avg_pool3d(moved, 2, ceil_mode=True)[:, 0])
+    return pooled
+
+
 class CoarseImages:
     """The reference cases' pooled images, to score queries against in one product per offset."""
 
     def __init__(self, images: torch.Tensor) -> None:
         self.mean = images.float().mean(dim=0, keepdim=True)
-        centred = images.float() - self.mean
-        self.variants = []
-        for offset in _offsets(tuple(images.shape[1:])):
-            pooled = _pooled(centred, offset)
-            self.variants.append((_unit(pooled.flatten(1)), _slabs(pooled)))
+        self.variants = [
+            (_unit(pooled.flatten(1)), _slabs(pooled))
+            for pooled in _pooled_at_offsets(images.float() - self.mean)
+        ]
 
     def similarity(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Q, R) whole-volume and best-slab similarities of query ``images``."""

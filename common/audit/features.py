@@ -21,19 +21,27 @@ def feature_vectors(
 ) -> torch.Tensor:
     """float32 (N, features) for images (N, z, y, x) in [-1, 1] and their label maps."""
     flat_images = images.flatten(start_dim=1).float()
-    flat_labels = labels.flatten(start_dim=1)
+    cases, voxels = flat_images.shape
+    width = max(max(values, default=0), int(labels.max()) if labels.numel() else 0) + 1
+    index = _per_case(labels.flatten(start_dim=1).int(), width).flatten()
+    counts = torch.bincount(index, minlength=cases * width).reshape(cases, width).float()
+    sums = torch.bincount(index, weights=flat_images.flatten(), minlength=cases * width)
+    sums = sums.reshape(cases, width)
     columns = []
     for value in values:
-        inside = (flat_labels == value).float()
-        volume = inside.sum(dim=1)
-        columns.append(volume / flat_labels.shape[1])
-        columns.append((flat_images * inside).sum(dim=1) / volume.clamp_min(1.0))
-    bins = ((flat_images.clamp(-1.0, 1.0) + 1.0) / 2.0 * HISTOGRAM_BINS).long()
-    bins = bins.clamp_max(HISTOGRAM_BINS - 1)
-    histogram = torch.zeros(flat_images.shape[0], HISTOGRAM_BINS)
-    histogram.scatter_add_(1, bins, torch.ones_like(flat_images))
-    columns.extend((histogram / flat_images.shape[1]).T)
+        columns.append(counts[:, value] / voxels)
+        columns.append(sums[:, value] / counts[:, value].clamp_min(1.0))
+    bins = (flat_images + 1.0).mul_(HISTOGRAM_BINS / 2.0).int().clamp_(0, HISTOGRAM_BINS - 1)
+    histogram = torch.bincount(
+        _per_case(bins, HISTOGRAM_BINS).flatten(), minlength=cases * HISTOGRAM_BINS
+    )
+    columns.extend((histogram.reshape(cases, HISTOGRAM_BINS).float() / voxels).T)
     return torch.stack(columns, dim=1)
+
+
+def _per_case(index: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, voxels) int32 ``index`` in ``[0, width)`` moved to case ``n``'s own ``width`` bins."""
+    return index + (width * torch.arange(index.shape[0], dtype=torch.int32))[:, None]
 
 
 def feature_scale(reference: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,10 @@ check that the shortlist finds the same nearest neighbours, at the same distance
 exhaustive search. A copy shifted by much more than a coarse cell, or a copied part thinner than
 a slab, is outside this argument (as it is outside the exact distances' radius and slabs).
 
-Memory is bounded by one chunk: (chunk x reference) coarse similarities, the shortlisted
-reference cases' spectra, and one block of pairs; never (query x reference x voxels).
+Memory is bounded by one chunk, (chunk x reference) coarse similarities and one block of pairs,
+plus the reference cases' spectra: all of them, taken once, when they fit
+``audit.spectra-cache-mib``, else only the chunk's shortlisted cases', taken again per chunk;
+never (query x reference x voxels).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import torch
 from common.audit.coarse import CoarseImages, label_vectors
 from common.audit.features import feature_distances, feature_scale, feature_vectors
 from common.audit.shifted import (
+    ImageSide,
+    LabelSide,
     Layout,
     image_queries,
     image_references,
@@ -48,6 +52,7 @@ from common.audit.shifted import (
     label_queries,
     label_references,
     label_windows,
+    spectra_bytes,
     voxel_distances_of,
 )
 from common.config import AuditConfig
@@ -102,9 +107,10 @@ Progress = Callable[[int, int], None]
 
 
 class _Reference:
-    """What the search keeps of the reference cases: their coarse and feature vectors, and the
-    sums over every window the exact distances compare with (a few thousand numbers per case;
-    their spectra are taken per chunk, for the shortlisted cases only)."""
+    """What the search keeps of the reference cases: their coarse and feature vectors, the sums
+    over every window the exact distances compare with (a few thousand numbers per case), and
+    their spectra when they fit ``audit.spectra-cache-mib`` (else each chunk takes the spectra
+    of its shortlisted cases)."""
 
     def __init__(self, cases: CaseSet, values: tuple[int, ...], settings: AuditConfig) -> None:
         self.cases = cases
@@ -125,6 +131,35 @@ class _Reference:
         ]
         self.sums, self.squares, self.foreground = (
             torch.cat(part) for part in zip(*parts, strict=True)
+        )
+        self.sides: tuple[ImageSide, LabelSide] | None = None
+        cache_bytes = len(cases) * spectra_bytes(self.layout, len(values))
+        if cache_bytes <= settings.spectra_cache_mib * 2**20:
+            self.sides = self.spectra(torch.arange(len(cases)), settings.chunk_cases)
+
+    def spectra(self, cases: torch.Tensor, chunk: int) -> tuple[ImageSide, LabelSide]:
+        """The image and label sides of the reference ``cases`` (indices), ``chunk`` at a time
+        into tensors allocated once."""
+        images: torch.Tensor | None = None
+        labels: torch.Tensor | None = None
+        for start in range(0, len(cases), chunk):
+            part = cases[start : start + chunk]
+            image = image_references(
+                self.cases.images[part], self.layout, (self.sums[part], self.squares[part])
+            ).spectra
+            label = label_references(
+                self.cases.labels[part], self.values, self.layout, self.foreground[part]
+            ).spectra
+            if images is None or labels is None:
+                images = image.new_empty((len(cases), *image.shape[1:]))
+                labels = label.new_empty((len(cases), *label.shape[1:]))
+            images[start : start + len(part)] = image
+            labels[start : start + len(part)] = label
+        if images is None or labels is None:
+            raise ValueError("no reference cases to take spectra of")
+        return (
+            ImageSide(images, self.sums[cases], self.squares[cases]),
+            LabelSide(labels, self.foreground[cases]),
         )
 
 
@@ -187,24 +222,21 @@ def _exact(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q, shortlist) exact voxel and label distances of the shortlisted pairs (inf elsewhere)."""
     valid = candidates >= 0
-    needed, local = torch.unique(candidates[valid], return_inverse=True)
     rows = torch.arange(len(images)).unsqueeze(1).expand_as(candidates)[valid]
+    if ref.sides is None:
+        needed, local = torch.unique(candidates[valid], return_inverse=True)
+        image_side, label_side = ref.spectra(needed, block)
+    else:
+        local = candidates[valid]
+        image_side, label_side = ref.sides
     layout = ref.layout
     voxel = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
     label = torch.full(candidates.shape, torch.inf, dtype=torch.float64)
     voxel[valid] = voxel_distances_of(
-        image_queries(images, layout),
-        image_references(ref.cases.images[needed], layout, (ref.sums[needed], ref.squares[needed])),
-        (rows, local),
-        layout,
-        block,
+        image_queries(images, layout), image_side, (rows, local), layout, block
     ).double()
     label[valid] = label_distances_of(
-        label_queries(labels, ref.values, layout),
-        label_references(ref.cases.labels[needed], ref.values, layout, ref.foreground[needed]),
-        (rows, local),
-        layout,
-        block,
+        label_queries(labels, ref.values, layout), label_side, (rows, local), layout, block
     ).double()
     return voxel, label
 

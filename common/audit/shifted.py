@@ -169,7 +169,7 @@ def image_queries(images: torch.Tensor, layout: Layout) -> ImageSide:
 
 def _centred(images: torch.Tensor) -> torch.Tensor:
     y = images.float()
-    return y - y.mean(dim=(1, 2, 3), keepdim=True, dtype=torch.float64).float()
+    return y - y.mean(dim=(1, 2, 3), keepdim=True)
 
 
 def image_windows(images: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,6 +271,13 @@ def label_references(
     (``windows``: their ``label_windows``, if already computed)."""
     foreground = label_windows(labels, layout) if windows is None else windows
     return LabelSide(_indicator_spectra(labels, values, layout), foreground)
+
+
+def spectra_bytes(layout: Layout, structures: int) -> int:
+    """Bytes of one reference case's spectra: its slices' (``image_references``) and its
+    structures' (``label_references``), complex64."""
+    depth, rows, cols = layout.shape
+    return 8 * depth * rows * (cols // 2 + 1) * (1 + structures)
 
 
 def _volume_lags(spectra: torch.Tensor, layout: Layout) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 
 from common.audit.calibration import HOLDOUT, LEAVE_ONE_OUT, calibrate
 from common.audit.search import SPACES, CaseSet, Neighbours, search
+from common.audit.shifted import Layout, image_references, label_references, spectra_bytes
 from common.audit.summary import closer_to_training, identifiability, ratios
 from common.config import AuditConfig
 
@@ -52,6 +53,26 @@ def test_chunks_change_nothing_and_leave_one_out_never_returns_the_case_itself()
     for space in SPACES:
         assert not np.any(loo.index[space] == np.arange(5)[:, None])
         assert np.all(loo.nearest(space) > 0.1)
+
+
+def test_cached_reference_spectra_change_nothing() -> None:
+    train, query = _cases(3, 6), _cases(4, 5)
+    cached = search(query, train, (1, 2), SETTINGS)  # 6 cases x 55 KiB fit the default
+    per_chunk = search(query, train, (1, 2), replace(SETTINGS, spectra_cache_mib=0))
+    for space in SPACES:
+        np.testing.assert_array_equal(cached.index[space], per_chunk.index[space])
+        np.testing.assert_array_equal(cached.distance[space], per_chunk.distance[space])
+
+
+def test_spectra_bytes_are_what_the_reference_sides_hold() -> None:
+    cases = _cases(5, 3)
+    layout = Layout.of((16, 16, 16), radius=1, slab=4)
+    held = (
+        image_references(cases.images, layout).spectra.nbytes
+        + label_references(cases.labels, (1, 2), layout).spectra.nbytes
+    )
+    assert spectra_bytes(layout, 2) == 8 * 16 * 16 * 9 * 3  # complex64, rfft half of x
+    assert held == 3 * spectra_bytes(layout, 2)
 
 
 def test_search_refuses_an_empty_reference_or_another_grid() -> None:

@@ -74,6 +74,33 @@ def test_fourier_distances_equal_a_loop_over_every_shift_and_slab() -> None:
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(32, 32, 32), (36, 33, 34)])
+def test_reference_pools_at_every_offset_are_the_averages_of_their_cells(
+    shape: tuple[int, int, int],
+) -> None:
+    volumes = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    coarse = CoarseImages(volumes)
+    centred = (volumes - volumes.mean(dim=0, keepdim=True)).numpy().astype(np.float64)
+    factor = 4  # min(shape) // 8
+    for (whole, _), offset in zip(
+        coarse.variants, itertools.product((0, 2), repeat=3), strict=True
+    ):
+        moved = centred[:, offset[0] :, offset[1] :, offset[2] :]
+        cells = [range(0, size, factor) for size in moved.shape[1:]]
+        expected = np.stack(
+            [
+                [
+                    moved[n, z : z + factor, y : y + factor, x : x + factor].mean()
+                    for z, y, x in itertools.product(*cells)
+                ]
+                for n in range(3)
+            ]
+        )
+        expected -= expected.mean(axis=1, keepdims=True)
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        np.testing.assert_allclose(whole.numpy(), expected, atol=1e-5)
+
+
 def test_the_shortlist_takes_each_rankings_best_first_each_case_once() -> None:
     # 2 queries x 5 references; three rankings (higher is closer)
     first = torch.tensor([[5.0, 4, 3, 2, 1], [1, 2, 3, 4, 5]])

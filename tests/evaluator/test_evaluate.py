@@ -8,18 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from model_support import TINY
+from model_support import TINY, release_of_cache
 from typer.testing import CliRunner
 
 from common.config import load_config
-from common.data.cache import read_cache
 from common.data.site import prepare_site
 from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import save_model
-from common.models.interface import SyntheticPairs
 from common.models.registry import build_model
-from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE
 from common.strict_json import json_ready
 from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
@@ -38,13 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("world")
     cohort = write_cohort(CONFIG, root / "sites")
     prepare_site(cohort.sites[0], root / "cache", CONFIG.data)
-    _, cases = read_cache(root / "cache")
-    images = torch.from_numpy(np.stack([c.image for c in cases]))[:, None]
-    labels = torch.from_numpy(np.stack([c.label for c in cases])).long()
-    manifest = new_manifest(
-        CONFIG, family="gan", model_hash="ef" * 32, rounds=2, sites=[], cases=len(cases), seed=3
-    )
-    write_release(SyntheticPairs(images, labels), root / "release", CONFIG, manifest)
+    release_of_cache(root / "cache", root / "release", CONFIG)
     (root / "run").mkdir()
     save_model(root / "run" / MODEL_FILE, build_model(CONFIG), CONFIG)
     return {"real": cohort.sites[0], "release": root / "release", "run": root / "run"}
