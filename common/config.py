@@ -555,6 +555,28 @@ class ModelConfig:
         "diffusion: weight of the image decoder's loss beside the tissue-map denoiser's",
         minimum=0.0,
     )
+    image_decoder: str = setting(
+        "median",
+        "diffusion: how the decoder paints an image from the tissue map: 'median' (each "
+        "voxel's median plus white noise of one learned level) or 'quantiles' (each voxel's "
+        "distribution as quantiles, drawn through a Gaussian copula with a learned texture "
+        "kernel)",
+        choices=("median", "quantiles"),
+    )
+    decoder_quantiles: int = setting(
+        9,
+        "diffusion with quantiles: quantiles per voxel (odd), at normal scores evenly spaced "
+        "in [-2, 2]",
+        minimum=3,
+        maximum=33,
+    )
+    texture_kernel: int = setting(
+        3,
+        "diffusion with quantiles: voxels a side (odd) of the kernel that colours the "
+        "copula's noise; 1 draws every voxel independently",
+        minimum=1,
+        maximum=7,
+    )
     min_snr_gamma: float = setting(
         0.0,
         "diffusion: Min-SNR loss weighting, min(SNR, gamma) / (SNR + 1) per timestep (Hang et "
@@ -564,6 +586,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_fields("model", self)
+        for key, value in (
+            ("decoder-quantiles", self.decoder_quantiles),
+            ("texture-kernel", self.texture_kernel),
+        ):
+            _require(value % 2 == 1, f"model.{key} = {value}: give an odd number")
         thresholds = self.thresholds()
         _require(
             list(thresholds) == sorted(set(thresholds)) and all(-1 < t < 1 for t in thresholds),

@@ -20,12 +20,12 @@ one network that DP-SGD trains as a whole):
   whose soft-tissue contrasts are a few hundredths of its window, are not (a joint image + label
   denoiser still drew speckle after 1,000 steps).
 * ``decoder``: a :class:`~common.models.gan_networks.PaintingUNet` from the one-hot tissue map
-  to the image's median in (-1, 1) (an L1 loss on the real pairs, weighted by
-  ``model.decoder-weight``), and the scanner noise's level: one learned number, the median of
-  the absolute residuals (an L1 loss), which homogeneous tissue dominates. An image is the
-  median plus white Gaussian noise of that level. (A per-voxel deviation would also count the
-  structure the tissue map leaves open, such as the cortical shell inside bone, and painted as
-  white noise that becomes speckle.)
+  to the image (``common.models.painting``, weighted by ``model.decoder-weight``): with
+  ``model.image-decoder = "median"`` each voxel's median in (-1, 1) (an L1 loss on the real
+  pairs) and one learned noise level, the image being the median plus white Gaussian noise of
+  that level; with ``"quantiles"`` each voxel's distribution as quantiles (the pinball loss),
+  the image drawn from them through a Gaussian copula whose colouring kernel is learned from
+  the real images' texture, so that a release is as varied, voxel by voxel, as the scans.
 
 Sampling. Stand-alone (:meth:`DiffusionModel.sample`): DDIM (``model.sampling-steps``) or
 DDPM from pure noise, the argmax tissue map, its labels as the label map and the decoder's
@@ -40,7 +40,6 @@ per-sample (GroupNorm only, timestep embedding per sample, attention within a sa
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -62,30 +61,17 @@ from common.models.diffusion_process import (
 from common.models.gan_losses import tumour_values_for
 from common.models.gan_networks import PaintingUNet
 from common.models.interface import Batch, GenerativeModel, SyntheticPairs, unwrap
+from common.models.painting import (
+    MedianPainting,
+    NoiseLevel,
+    Painting,
+    QuantilePainting,
+    TextureKernel,
+    monotone_quantiles,
+    quantile_step_bias,
+)
 from common.models.runtime import autocast, check_label_maps, evaluating, on_device
 from common.models.tissue import TissueClasses
-
-MEDIAN_ABSOLUTE_Z = 0.6744897501960817
-"""The median of |z| for a standard Gaussian z: noise of median absolute deviation m has
-standard deviation m / MEDIAN_ABSOLUTE_Z."""
-INITIAL_NOISE_LEVEL = 0.01
-"""The noise level the decoder starts from (15 HU in CT's default window)."""
-
-
-class NoiseLevel(nn.Module):
-    """One learned positive number per image: a Linear layer on a constant input, so that
-    Opacus computes its per-sample gradients as for any other layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.level = nn.Linear(1, 1)
-        nn.init.zeros_(self.level.weight)
-        nn.init.constant_(self.level.bias, math.log(INITIAL_NOISE_LEVEL))
-
-    def forward(self, like: torch.Tensor) -> torch.Tensor:
-        """The level, shaped ``(B, 1, 1, ...)`` to broadcast over images like ``like``."""
-        level = torch.exp(self.level(like.new_ones((like.shape[0], 1))))
-        return level.view(like.shape[0], 1, *([1] * (like.dim() - 2)))
 
 
 class TissueGenerator(nn.Module):
@@ -104,8 +90,14 @@ class TissueGenerator(nn.Module):
             norm_num_groups=config.norm_groups,
             num_head_channels=config.channels[-1],
         )
-        self.decoder = PaintingUNet(config, tissues.count, 1)
-        self.noise = NoiseLevel()
+        self.quantile_decoder = config.image_decoder == "quantiles"
+        outputs = config.decoder_quantiles if self.quantile_decoder else 1
+        self.decoder = PaintingUNet(config, tissues.count, outputs)
+        if self.quantile_decoder:
+            self.texture = TextureKernel(config.texture_kernel, config.spatial_dims)
+            _start_narrow(self.decoder)
+        else:
+            self.noise = NoiseLevel()
 
     def forward(
         self,
@@ -113,12 +105,11 @@ class TissueGenerator(nn.Module):
         levels: torch.Tensor,
         tissue_one_hot: torch.Tensor,
         estimate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(the denoiser's output for the noisy maps, image median, noise level) in one pass,
-        as Opacus' per-sample gradients need; ``estimate`` is the self-conditioning input."""
-        denoised = self.denoise(noisy, levels, estimate)
-        median, noise = self.paint(tissue_one_hot)
-        return denoised, median, noise
+    ) -> tuple[torch.Tensor, Painting]:
+        """(the denoiser's output for the noisy maps, the decoder's painting of the tissue
+        maps) in one pass, as Opacus' per-sample gradients need; ``estimate`` is the
+        self-conditioning input."""
+        return self.denoise(noisy, levels, estimate), self.paint(tissue_one_hot)
 
     def denoise(
         self, noisy: torch.Tensor, levels: torch.Tensor, estimate: torch.Tensor | None = None
@@ -131,10 +122,27 @@ class TissueGenerator(nn.Module):
         denoised: torch.Tensor = self.denoiser(noisy, timesteps=levels)
         return denoised
 
-    def paint(self, tissue_one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's median in (-1, 1), (B, 1, *s), and the noise level, (B, 1, 1, ...)."""
-        median = torch.tanh(self.decoder(tissue_one_hot))
-        return median, self.noise(median)
+    def paint(self, tissue_one_hot: torch.Tensor) -> Painting:
+        """The decoder's painting of one-hot tissue maps (0/1): median and noise level, or
+        quantiles and texture kernel (``model.image-decoder``)."""
+        raw = self.decoder(tissue_one_hot)
+        if self.quantile_decoder:
+            return QuantilePainting(monotone_quantiles(raw), self.texture(raw))
+        median = torch.tanh(raw)
+        return MedianPainting(median, self.noise(median))
+
+
+def _start_narrow(decoder: PaintingUNet) -> None:
+    """Start the quantile decoder's gaps at INITIAL_QUANTILE_STEP everywhere: every output
+    channel but the median's gets zero weights and the bias whose softplus that step is."""
+    convolution = decoder.head.conv
+    if not isinstance(convolution, nn.Conv1d | nn.Conv2d | nn.Conv3d) or convolution.bias is None:
+        raise TypeError("the decoder's head must be a convolution with a bias")  # pragma: no cover
+    middle = convolution.out_channels // 2
+    gaps = [channel for channel in range(convolution.out_channels) if channel != middle]
+    with torch.no_grad():
+        convolution.weight[gaps] = 0.0
+        convolution.bias[gaps] = quantile_step_bias()
 
 
 class DiffusionModel(GenerativeModel):
@@ -205,14 +213,10 @@ class DiffusionModel(GenerativeModel):
         estimate = self._self_conditioning_input(net, noisy, levels, source)
         optimizer.zero_grad(set_to_none=True)
         with autocast(self.training, device):
-            output, median, level = net(
-                noisy, levels, _painting_input(tissue, self.tissues), estimate
-            )
+            output, painting = net(noisy, levels, _painting_input(tissue, self.tissues), estimate)
         voxels = self._voxel_weights(batch.label.to(device))
         denoising = self._denoising_loss(output, tissue, clean, noise, levels, voxels)
-        residual = (image - median.float()).abs()
-        noise_error = (level.float() - residual.detach()).abs()  # its minimum: the median
-        decoding = _per_sample(voxels * residual) + _per_sample(noise_error)
+        decoding = painting.loss(image, voxels)
         loss = (denoising + self.config.decoder_weight * decoding).mean()
         loss.backward()
         optimizer.step()
@@ -410,13 +414,11 @@ class DiffusionModel(GenerativeModel):
         return shifted
 
     def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:
-        """Images ``(B, 1, *s)`` in [-1, 1] for tissue maps: the decoder's median plus white
-        Gaussian noise of the learned level."""
+        """Images ``(B, 1, *s)`` in [-1, 1] for tissue maps, drawn from the decoder's painting."""
         net = self.sampling_network("generator")
         with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
-            median, level = _generator_of(net).paint(_painting_input(tissue, self.tissues))
-        noise = torch.randn(median.shape, generator=source, device=self.device)
-        return (median.float() + level.float() / MEDIAN_ABSOLUTE_Z * noise).clamp(-1.0, 1.0)
+            painting = _generator_of(net).paint(_painting_input(tissue, self.tissues))
+        return painting.draw(source)
 
 
 def _per_sample(values: torch.Tensor) -> torch.Tensor:

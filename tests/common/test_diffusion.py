@@ -30,6 +30,7 @@ from common.models.diffusion_process import (
     zero_terminal_snr,
 )
 from common.models.interface import Batch
+from common.models.painting import MedianPainting
 from common.models.registry import build_model
 
 THRESHOLDS = "-0.659,-0.353"  # air | fat | soft tissue at -500 and -30 HU
@@ -167,9 +168,10 @@ def test_one_ddim_step_of_the_untrained_model_by_hand() -> None:
     tissue = (scale * noise).clamp(-1, 1).argmax(dim=1)  # the scheduler clips its x_0 estimate
     torch.testing.assert_close(pairs.label, (tissue - 2).clamp(min=0))
     with torch.no_grad():
-        median, level = generator_of(model).paint((one_hot_channels(tissue, TISSUES) + 1) / 2)
+        painting = generator_of(model).paint((one_hot_channels(tissue, TISSUES) + 1) / 2)
+    assert isinstance(painting, MedianPainting)
     paint_noise = torch.randn((2, 1, 16, 16, 16), generator=generator)
-    expected = (median + level / 0.6744897501960817 * paint_noise).clamp(-1, 1)
+    expected = (painting.median + painting.level / 0.6744897501960817 * paint_noise).clamp(-1, 1)
     torch.testing.assert_close(pairs.image, expected)
 
 
@@ -455,30 +457,36 @@ def test_validator_finds_nothing_to_fix() -> None:
 OPACUS_HOOK_WARNING = "ignore:Full backward hook is firing"
 
 
-def _generator_loss(net: nn.Module, noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def _generator_loss(
+    net: nn.Module, noisy: torch.Tensor, levels: torch.Tensor, image: torch.Tensor
+) -> torch.Tensor:
     tissue = noisy.argmax(dim=1)
-    velocity, median, level = net(noisy, levels, (one_hot_channels(tissue, TISSUES) + 1) / 2)
-    return velocity.square().mean() + median.abs().mean() + level.mean()
+    velocity, painting = net(noisy, levels, (one_hot_channels(tissue, TISSUES) + 1) / 2)
+    return velocity.square().mean() + painting.loss(image, torch.ones_like(image)).mean()
 
 
 @pytest.mark.filterwarnings(OPACUS_HOOK_WARNING)
+@pytest.mark.parametrize("decoder", ["median", "quantiles"])
 @pytest.mark.parametrize("force_functorch", [False, True], ids=["hooks", "functorch"])
-def test_per_sample_gradients_equal_single_sample_gradients(force_functorch: bool) -> None:
-    net = fast_model().nets["generator"]
+def test_per_sample_gradients_equal_single_sample_gradients(
+    force_functorch: bool, decoder: str
+) -> None:
+    net = fast_model(**{"model.image-decoder": decoder}).nets["generator"]
     perturb(net, seed=2)
     generator = seeded(4)
     noisy = torch.randn((2, TISSUES, 16, 16, 16), generator=generator)
+    image = torch.rand((2, 1, 16, 16, 16), generator=generator) * 2 - 1
     levels = torch.tensor([1, 8])
     alone = []
     for i in range(2):
         net.zero_grad()
-        _generator_loss(net, noisy[i : i + 1], levels[i : i + 1]).backward()
+        _generator_loss(net, noisy[i : i + 1], levels[i : i + 1], image[i : i + 1]).backward()
         alone.append(
             {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
         )
     wrapped = GradSampleModule(net, loss_reduction="mean", force_functorch=force_functorch)
     wrapped.zero_grad()
-    _generator_loss(wrapped, noisy, levels).backward()  # one forward over the batch
+    _generator_loss(wrapped, noisy, levels, image).backward()  # one forward, whole batch
     for name, parameter in net.named_parameters():
         per_sample: torch.Tensor = parameter.grad_sample  # type: ignore[attr-defined]
         scale = max(float(alone[i][name].abs().max()) for i in range(2))
