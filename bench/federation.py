@@ -25,12 +25,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from bench.common import in_child, save
 from common.config import load_config
+from server.federation import round_reports
 from simulations.presets import preset
 from simulations.simulate import simulate
 
@@ -69,11 +69,6 @@ class PeakMemory:
         self._thread.join()
 
 
-def _rounds(server_dir: Path) -> list[dict[str, Any]]:
-    lines = (server_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def measure_overhead(cpus_per_site: float) -> dict[str, float]:
     """Rounds' wall time over the sites' summed training time, at the demo size."""
     settings = {**preset("demo"), "simulation.cpus-per-site": cpus_per_site}
@@ -81,7 +76,7 @@ def measure_overhead(cpus_per_site: float) -> dict[str, float]:
         started = time.perf_counter()
         outcome = simulate(load_config(settings), Path(folder) / "sim")
         total = time.perf_counter() - started
-        rounds = _rounds(outcome.server_dir)
+        rounds = round_reports(outcome.server_dir)
     rounds_wall = sum(r["seconds"] for r in rounds)
     site_seconds = sum(r["metrics"]["seconds"] * r["accepted"] for r in rounds)
     return {
@@ -108,7 +103,7 @@ def measure_scale(sites: int) -> dict[str, float]:
         started = time.perf_counter()
         outcome = simulate(load_config(settings), Path(folder) / "sim")
         wall = time.perf_counter() - started
-        (report,) = _rounds(outcome.server_dir)
+        (report,) = round_reports(outcome.server_dir)
     return {
         "sites": sites,
         "accepted": report["accepted"],

@@ -9,8 +9,9 @@ evaluates them (``fedsynth evaluate --run``) against a held-out real cohort draw
 seed than any training site. A run's figures: the synthetic-only over real-only Dice ratio per
 structure with both Dice, the radiomics real-vs-synthetic classifier AUC, diversity (within-set
 MS-SSIM) against the real cases', mean structure volumes against the real ones, the privacy
-spent and the training wall time. Seeds give mean and spread; each setting's targets (issue 10)
-are checked on the means. Each run is one child process; results are merged into
+spent, the training wall time (the rounds) and the whole run's (with the calibration, the
+release and its audit). Seeds give mean and spread; each setting's targets (issue 10) are
+checked on the means. Each run is one child process; results are merged into
 bench/results.json "quality" (runs measured earlier and not asked for now are kept).
 
 For the first seed of each setting and family, every round's global model is sampled and its
@@ -22,6 +23,8 @@ that setting is run).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import shutil
 import sys
@@ -46,12 +49,19 @@ HELDOUT_SEED_BASE = 5000
 (and never one used while choosing the settings)."""
 HELDOUT_CASES = 24
 """Held-out real cases: half train the real arm, half test every arm."""
-EVALUATION: dict[str, Scalar] = {"evaluation.utility-seeds": 1, "training.device": "cpu"}
-CURVE_EVALUATION: dict[str, Scalar] = {
+EVALUATION: dict[str, Scalar] = {
+    "evaluation.utility-seeds": 1,
+    "evaluation.utility-arms": "synthetic",
+    "training.device": "cpu",
+}
+"""A run's evaluation: the synthetic arm only; the real arm is trained once per held-out
+cohort and grid (:func:`real_arm`), since it depends on nothing else."""
+REAL_ARM_EVALUATION: dict[str, Scalar] = {
     **EVALUATION,
     "evaluation.parts": "utility",
-    "evaluation.utility-arms": "synthetic",
+    "evaluation.utility-arms": "real",
 }
+CURVE_EVALUATION: dict[str, Scalar] = {**EVALUATION, "evaluation.parts": "utility"}
 WORK = Path(__file__).with_name("work") / "quality"
 CURVE_PNG = Path(__file__).with_name("quality-curve.png")
 GALLERY_DIR = Path(__file__).parent
@@ -163,6 +173,7 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
     """Simulate, sample, evaluate; the run's summary (JSON-ready)."""
     from common.runs import read_summary
     from evaluator.evaluate import evaluate
+    from server.federation import round_reports
     from server.sampling import release_from_run
     from simulations.phantoms import write_cohort
     from simulations.simulate import SERVER_DIR, simulate
@@ -184,12 +195,14 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
 
     started = time.perf_counter()
     outcome = simulate(config, work / "sim", on_round=keep_round)
-    train_seconds = time.perf_counter() - started
+    run_seconds = time.perf_counter() - started
     server = work / "sim" / SERVER_DIR
+    train_seconds = sum(report["seconds"] for report in round_reports(server))
     release = work / "release"
     release_from_run(server, real_train, release)
     evaluation = evaluate(release, real_site, work / "eval", run=server, overrides=EVALUATION)
-    summary = summarise(evaluation.results, release, real_site, config)
+    real = real_arm(release, real_site, heldout_settings(name, seed), work / "real-arm")
+    summary = summarise(evaluation.results, real, release, real_site, config)
     summary.update(
         {
             "setting": name,
@@ -198,6 +211,7 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
             "training_seed": config.seed,
             "heldout_seed": HELDOUT_SEED_BASE + seed,
             "train_seconds": train_seconds,
+            "run_seconds": run_seconds,
             "steps": outcome.summary.steps,
             "rounds": outcome.summary.rounds,
             "epsilon_per_site": [s.epsilon for s in outcome.summary.sites],
@@ -272,20 +286,53 @@ def _curve(
     return points
 
 
+def real_arm(
+    release: Path, real_site: Path, heldout: FedsynthConfig, work: Path
+) -> dict[str, float]:
+    """The real arm's Dice per structure on a held-out cohort, trained once per cohort, grid
+    and recipe and kept in work/quality/real-arms/ (``release`` gives only the grid)."""
+    from common.config import to_run_config
+    from evaluator.cases import release_settings
+    from evaluator.evaluate import evaluate
+
+    settings = release_settings(release, REAL_ARM_EVALUATION)
+    key = {
+        "heldout": to_run_config(heldout),
+        "data": dataclasses.asdict(settings.data),
+        "evaluation": dataclasses.asdict(settings.evaluation),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    cached = WORK / "real-arms" / f"{digest[:16]}.json"
+    if cached.exists():
+        return dict(json.loads(cached.read_text(encoding="utf-8")))
+    results = evaluate(release, real_site, work, overrides=REAL_ARM_EVALUATION).results
+    structures = results["utility"]["arms"]["real"]["structures"]
+    dice = {name: float(figures["dice_mean"]) for name, figures in structures.items()}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(dice), encoding="utf-8")
+    return dice
+
+
 def summarise(
-    results: dict[str, Any], release: Path, real_site: Path, config: FedsynthConfig
+    results: dict[str, Any],
+    real_dice: dict[str, float],
+    release: Path,
+    real_site: Path,
+    config: FedsynthConfig,
 ) -> dict[str, Any]:
-    """The figures the targets are about, from evaluation.json and the label maps."""
-    utility = results["utility"]
-    arms = utility["arms"]
-    structures = list(utility["structures"])
+    """The figures the targets are about, from evaluation.json (the synthetic arm), the real
+    arm's Dice and the label maps. A ratio is None where the real arm did not learn (under
+    ``evaluation.min-real-dice``), as the evaluator's own report says."""
+    arm = results["utility"]["arms"]["synthetic"]["structures"]
+    synthetic = {name: float(figures["dice_mean"]) for name, figures in arm.items()}
+    floor = config.evaluation.min_real_dice
     summary: dict[str, Any] = {
-        "real_dice": {s: arms["real"]["structures"][s]["dice_mean"] for s in structures},
-        "synthetic_dice": {s: arms["synthetic"]["structures"][s]["dice_mean"] for s in structures},
-        "real_plus_synthetic_dice": {
-            s: arms["real+synthetic"]["structures"][s]["dice_mean"] for s in structures
+        "real_dice": real_dice,
+        "synthetic_dice": synthetic,
+        "dice_ratio": {
+            name: synthetic[name] / real_dice[name] if real_dice[name] >= floor else None
+            for name in synthetic
         },
-        "dice_ratio": {s: _number(utility["synthetic_over_real_dice"][s]) for s in structures},
     }
     radiomics = results["radiomics"]
     summary["classifier_auc"] = {
@@ -359,7 +406,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 {t.figure for t in setting.targets}
                 | {f"real_dice.{s}" for s in chosen[0]["real_dice"]}
                 | {f"synthetic_dice.{s}" for s in chosen[0]["synthetic_dice"]}
-                | {"train_seconds", "steps"}
+                | {"train_seconds", "run_seconds", "steps"}
             )
             figures: dict[str, dict[str, Any]] = {}
             means: dict[str, float | None] = {}

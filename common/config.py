@@ -484,19 +484,19 @@ class ModelConfig:
         minimum=0.0,
         maximum=1.0,
     )
-    subregion_logit_shifts: str = setting(
+    label_logit_shifts: str = setting(
         "",
-        "diffusion with class-probabilities: one number per tumour label, in label order "
-        "(mri: necrotic core, oedema, enhancing), added at sampling on top of "
-        "model.tumour-logit-shift to that label's logits, as '0.8,0,-0.3'; empty adds none; "
-        "a sampling setting",
+        "diffusion with class-probabilities: one number per label, in label order (ct: "
+        "tumour, bone; mri: necrotic core, oedema, enhancing), added at sampling to that "
+        "label's logits (on top of model.tumour-logit-shift for tumour labels), as "
+        "'0.8,0,-0.3'; empty adds none; a sampling setting",
     )
-    subregion_calibration_tries: int = setting(
+    label_calibration_tries: int = setting(
         0,
-        "with model.tumour-calibration-cases and a tumour of several labels: after the "
-        "tumour-volume search, samples at most this many more tries of "
-        "model.subregion-logit-shifts so that each label's mean volume matches the training "
-        "cases' (each site then sends one mean per label); 0 calibrates the union only",
+        "with model.tumour-calibration-cases: after the tumour-volume search, samples at most "
+        "this many more tries of model.label-logit-shifts so that every label's mean volume "
+        "matches the training cases' (each site then sends one mean per label); 0 calibrates "
+        "the tumour's union only",
         minimum=0,
         maximum=50,
     )
@@ -602,20 +602,20 @@ class ModelConfig:
             f"model.tumour-logit-shift = {self.tumour_logit_shift:g} shifts class logits: it "
             "needs model.denoiser-output = class-probabilities (or set it to 0)",
         )
-        shifts = self.subregion_shifts()
+        shifts = self.label_shifts()
         _require(
             all(-20.0 <= shift <= 20.0 for shift in shifts),
-            f"model.subregion-logit-shifts = {self.subregion_logit_shifts!r}: give numbers "
+            f"model.label-logit-shifts = {self.label_logit_shifts!r}: give numbers "
             "between -20 and 20",
         )
         _require(
             not any(shifts) or self.denoiser_output == "class-probabilities",
-            f"model.subregion-logit-shifts = {self.subregion_logit_shifts!r} shifts class "
+            f"model.label-logit-shifts = {self.label_logit_shifts!r} shifts class "
             "logits: it needs model.denoiser-output = class-probabilities (or leave it empty)",
         )
         _require(
-            self.subregion_calibration_tries == 0 or self.tumour_calibration_cases > 0,
-            f"model.subregion-calibration-tries = {self.subregion_calibration_tries} refines "
+            self.label_calibration_tries == 0 or self.tumour_calibration_cases > 0,
+            f"model.label-calibration-tries = {self.label_calibration_tries} refines "
             "the tumour-volume calibration: it needs model.tumour-calibration-cases > 0 (or "
             "set it to 0)",
         )
@@ -627,13 +627,13 @@ class ModelConfig:
             "model.denoiser-output = class-probabilities (or set it to 0)",
         )
 
-    def subregion_shifts(self) -> tuple[float, ...]:
-        """``subregion_logit_shifts`` as numbers, () when empty (ConfigError if one is not a
+    def label_shifts(self) -> tuple[float, ...]:
+        """``label_logit_shifts`` as numbers, () when empty (ConfigError if one is not a
         number)."""
         return _numbers(
-            "model.subregion-logit-shifts",
-            self.subregion_logit_shifts,
-            "give comma-separated numbers, one per tumour label, as '0.8,0,-0.3'",
+            "model.label-logit-shifts",
+            self.label_logit_shifts,
+            "give comma-separated numbers, one per label, as '0.8,0,-0.3'",
         )
 
     def thresholds(self) -> tuple[float, ...]:
@@ -885,13 +885,13 @@ class FedsynthConfig:
                 "each site would send its mean tumour volume, which DP-SGD does not protect. "
                 "Set it to 0 (and model.tumour-logit-shift by hand), or privacy.enabled=false"
             )
-        labels = schema_for(self.data.modality).tumour_values
-        shifts = self.model.subregion_shifts()
+        labels = schema_for(self.data.modality).labels
+        shifts = self.model.label_shifts()
         if shifts and len(shifts) != len(labels):
             raise ConfigError(
-                f"model.subregion-logit-shifts = {self.model.subregion_logit_shifts!r} gives "
+                f"model.label-logit-shifts = {self.model.label_logit_shifts!r} gives "
                 f"{len(shifts)} numbers: data.modality = {self.data.modality} has "
-                f"{len(labels)} tumour label(s) ({', '.join(map(str, labels))}), one number each"
+                f"{len(labels)} labels ({', '.join(labels)}), one number each"
             )
 
 

@@ -40,10 +40,10 @@ TUMOUR_VOXELS_KEY = "tumour-voxels"
 server's aggregate of it is the calibration's target; ``common.models.calibration``)."""
 
 
-def subregion_voxels_key(value: int) -> str:
-    """With model.subregion-calibration-tries: the metric of the mean voxels of tumour label
-    ``value`` in a site's training cases."""
-    return f"{TUMOUR_VOXELS_KEY}-{value}"
+def label_voxels_key(value: int) -> str:
+    """With model.label-calibration-tries: the metric of the mean voxels of label ``value`` in
+    a site's training cases."""
+    return f"label-voxels-{value}"
 
 
 SITE_KEY = "site-key"

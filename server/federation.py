@@ -183,7 +183,7 @@ def _calibrated(
     if not targets:
         raise FedsynthError(
             "model.tumour-calibration-cases is set but no round aggregated the sites' "
-            f"{TUMOUR_VOXELS_KEY!r} (and, with model.subregion-calibration-tries, each "
+            f"{TUMOUR_VOXELS_KEY!r} (and, with model.label-calibration-tries, each "
             "label's): set it to 0, or train at least one round that aggregates"
         )
     config, found = calibrate_tumour_volume(model, config, targets[-1])
@@ -195,14 +195,14 @@ def _calibrated(
         found.target,
         len(found.tried),
     )
-    if found.subregions is not None:
+    if found.labels is not None:
         LOGGER.info(
-            "tumour labels calibrated: model.subregion-logit-shifts %s samples %s voxels a "
-            "case, the sites' means %s (%d tries)",
-            config.model.subregion_logit_shifts or "0",
-            ", ".join(f"{v:.0f}" for v in found.subregions.volumes),
-            ", ".join(f"{v:.0f}" for v in found.subregions.targets),
-            len(found.subregions.tried) - 1,
+            "labels calibrated: model.label-logit-shifts %s samples %s voxels a case, the "
+            "sites' means %s (%d tries)",
+            config.model.label_logit_shifts or "0",
+            ", ".join(f"{v:.0f}" for v in found.labels.volumes),
+            ", ".join(f"{v:.0f}" for v in found.labels.targets),
+            len(found.labels.tried) - 1,
         )
     return config, found.to_json()
 
@@ -384,6 +384,12 @@ def _start(config: FedsynthConfig, run_dir: Path, initial: ArrayRecord) -> Feder
     )
 
 
+def round_reports(run_dir: Path) -> list[dict[str, Any]]:
+    """Every round's report of the run in ``run_dir``, as ``rounds.jsonl`` holds them."""
+    lines = (run_dir / ROUNDS_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def run_identity(run_config: dict[str, Any]) -> str:
     """A run's id: a hash of its settings (seed included), so the same settings give the same
     run, seeds and result; it names the run's privacy-ledger charges and site pseudonyms."""
@@ -443,7 +449,7 @@ def federate(
             candidate was flagged; nothing is released.
     """
     summary = run_federation(grid, config, run_dir, on_round=on_round)
-    reports = [json.loads(line) for line in (run_dir / ROUNDS_FILE).read_text().splitlines()]
+    reports = round_reports(run_dir)
     if not any(report["aggregated"] for report in reports):
         raise NoUpdatesError(
             f"no round of the run in {run_dir} aggregated any site's update, so the model is "

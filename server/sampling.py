@@ -20,7 +20,7 @@ SAMPLING_KEYS = (
     "model.sampler",
     "model.sampling-steps",
     "model.tumour-logit-shift",
-    "model.subregion-logit-shifts",
+    "model.label-logit-shifts",
 )
 """Settings ``fedsynth sample --run-config`` may change: how a trained model is sampled, not
 what it is (every other setting is the model's own and stays as it was trained)."""

@@ -189,7 +189,7 @@ PRESETS: dict[str, Preset] = {
                 # calibrated on the union alone, bench seed 1 drew enhancing tumour at 1.34x
                 # the held-out volume and no necrotic core (7.5 voxels a case in real ones):
                 # each label's shift is then searched too
-                "model.subregion-calibration-tries": 4,
+                "model.label-calibration-tries": 4,
             },
             "gan": {**CPU_GAN, "federation.num-rounds": 4, "training.local-epochs": 60},
         },

@@ -13,12 +13,14 @@ their mean tumour volume, which is why it is off under DP-SGD (which does not co
 
 A glioma's labels share that volume unevenly: bench seed 1 (quality-mri), calibrated to the
 union's 293 voxels, drew oedema at 1.07x the held-out cases', enhancing tumour at 1.34x and
-no necrotic core at all (7.5 voxels a case in the real ones). With
-``model.subregion-calibration-tries`` the search goes on per label: each label's own shift
-(``model.subregion-logit-shifts``, on top of the union's) takes the same secant step on its
-own volume, all labels at once from one sample per try (the labels compete for the same
-voxels, so a step also moves the others a little; the next step sees that), and the try
-whose worst label is closest to its target is kept. Each site then sends one mean per label.
+no necrotic core at all (7.5 voxels a case in the real ones); and every other label is
+drawn with a bias of its own (thin bone, under an argmax, too little). With
+``model.label-calibration-tries`` the search goes on per label, every label of the schema:
+each label's own shift (``model.label-logit-shifts``, on top of the union's for tumour
+labels) takes the same secant step on its own volume, all labels at once from one sample per
+try (the labels compete for the same voxels, so a step also moves the others a little; the
+next step sees that), and the try whose worst label is closest to its target is kept. Each
+site then sends one mean per label.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 from common.config import FedsynthConfig
 from common.data.dataset import CachedCases
 from common.data.schema import schema_for
-from common.exchange import TUMOUR_VOXELS_KEY, subregion_voxels_key
+from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
 from common.models.diffusion import DiffusionModel
 from common.models.interface import GenerativeModel
 from common.seeding import torch_generator
@@ -49,14 +51,14 @@ SHIFT_BOUND = 8.0
 @dataclass(frozen=True)
 class VolumeTargets:
     """What the calibration matches: the sites' mean tumour voxels a case, and with
-    ``model.subregion-calibration-tries`` each tumour label's (label value -> voxels)."""
+    ``model.label-calibration-tries`` each label's (label value -> voxels)."""
 
     tumour: float
-    subregions: dict[int, float] = dataclasses.field(default_factory=dict)
+    labels: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class SubregionCalibration:
+class LabelCalibration:
     """The per-label search: targets, the chosen shifts and their volumes (label order), and
     every (shifts, volumes) sampled, the union's chosen shift first (shifts all 0)."""
 
@@ -75,7 +77,7 @@ class Calibration:
     shift: float
     volume: float
     tried: list[tuple[float, float]]
-    subregions: SubregionCalibration | None = None
+    labels: LabelCalibration | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the run summary's ``calibration``)."""
@@ -85,9 +87,9 @@ class Calibration:
             "sampled_tumour_voxels": self.volume,
             "tried": [[shift, volume] for shift, volume in self.tried],
         }
-        if self.subregions is not None:
-            found = self.subregions
-            out["subregions"] = {
+        if self.labels is not None:
+            found = self.labels
+            out["labels"] = {
                 "target_voxels": list(found.targets),
                 "logit_shifts": list(found.shifts),
                 "sampled_voxels": list(found.volumes),
@@ -96,28 +98,28 @@ class Calibration:
         return out
 
 
-def mean_tumour_voxels(labels: Iterable[torch.Tensor], tumour_values: Sequence[int]) -> float:
-    """The mean count of tumour voxels (any label in ``tumour_values``) over label maps."""
-    counts = [float(torch.isin(label, torch.tensor(list(tumour_values))).sum()) for label in labels]
+def mean_voxels(labels: Iterable[torch.Tensor], values: Sequence[int]) -> float:
+    """The mean count of voxels of any label in ``values`` over label maps."""
+    counts = [float(torch.isin(label, torch.tensor(list(values))).sum()) for label in labels]
     if not counts:
-        raise ValueError("no label maps to count tumour voxels in")
+        raise ValueError("no label maps to count voxels in")
     return sum(counts) / len(counts)
 
 
-def _calibrates_subregions(config: FedsynthConfig) -> bool:
-    labels = schema_for(config.data.modality).tumour_values
-    return config.model.subregion_calibration_tries > 0 and len(labels) > 1
+def label_values(config: FedsynthConfig) -> tuple[int, ...]:
+    """Every label value of the modality's schema, background left out, rising."""
+    return tuple(sorted(schema_for(config.data.modality).labels.values()))
 
 
 def site_volume_metrics(cases: CachedCases, config: FedsynthConfig) -> dict[str, float]:
     """What a site sends for the calibration: the mean tumour voxels of its prepared training
-    cases, and with ``model.subregion-calibration-tries`` each tumour label's mean."""
+    cases, and with ``model.label-calibration-tries`` each label's mean."""
     labels = [cases[i][1] for i in range(len(cases))]
     tumour_values = schema_for(config.data.modality).tumour_values
-    metrics = {TUMOUR_VOXELS_KEY: mean_tumour_voxels(labels, tumour_values)}
-    if _calibrates_subregions(config):
-        for value in tumour_values:
-            metrics[subregion_voxels_key(value)] = mean_tumour_voxels(labels, (value,))
+    metrics = {TUMOUR_VOXELS_KEY: mean_voxels(labels, tumour_values)}
+    if config.model.label_calibration_tries > 0:
+        for value in label_values(config):
+            metrics[label_voxels_key(value)] = mean_voxels(labels, (value,))
     return metrics
 
 
@@ -125,14 +127,14 @@ def volume_targets(metrics: Mapping[str, float], config: FedsynthConfig) -> Volu
     """The targets in (aggregated) site metrics, or None when one the config needs is missing."""
     if TUMOUR_VOXELS_KEY not in metrics:
         return None
-    subregions: dict[int, float] = {}
-    if _calibrates_subregions(config):
-        for value in schema_for(config.data.modality).tumour_values:
-            key = subregion_voxels_key(value)
+    labels: dict[int, float] = {}
+    if config.model.label_calibration_tries > 0:
+        for value in label_values(config):
+            key = label_voxels_key(value)
             if key not in metrics:
                 return None
-            subregions[value] = float(metrics[key])
-    return VolumeTargets(float(metrics[TUMOUR_VOXELS_KEY]), subregions)
+            labels[value] = float(metrics[key])
+    return VolumeTargets(float(metrics[TUMOUR_VOXELS_KEY]), labels)
 
 
 def _gap(volume: float, target: float) -> float:
@@ -164,14 +166,14 @@ def search_shift(
     return Calibration(target, best[0], dict(tried)[best[0]], tried)
 
 
-def search_subregion_shifts(
+def search_label_shifts(
     volumes_at: Callable[[tuple[float, ...]], Sequence[float]],
     targets: Sequence[float],
     first: Sequence[float],
     *,
     tolerance: float,
     tries: int,
-) -> SubregionCalibration:
+) -> LabelCalibration:
     """Per-label shifts (from all 0, whose volumes are ``first``) whose ``volumes_at`` are each
     within ``tolerance`` of their ``targets``, after at most ``tries`` more evaluations; else
     the try whose worst label was closest.
@@ -206,7 +208,7 @@ def search_subregion_shifts(
             else:
                 points.append((shift, gap))
     best = min(tried, key=lambda pair: worst(pair[1]))
-    return SubregionCalibration(tuple(float(t) for t in targets), best[0], best[1], tried)
+    return LabelCalibration(tuple(float(t) for t in targets), best[0], best[1], tried)
 
 
 def _next_shift(points: list[tuple[float, float]]) -> float:
@@ -234,46 +236,50 @@ def calibrate_tumour_volume(
 ) -> tuple[FedsynthConfig, Calibration]:
     """Search ``model.tumour-logit-shift`` on the trained ``model`` so that the mean tumour
     volume of ``model.tumour-calibration-cases`` samples matches ``targets.tumour`` (voxels a
-    case), then, with ``targets.subregions``, ``model.subregion-logit-shifts`` so that each
-    label's does; the config with the chosen shifts (which the model keeps for sampling) and
-    the search."""
+    case), then, with ``targets.labels``, ``model.label-logit-shifts`` so that each label's
+    does; the config with the chosen shifts (which the model keeps for sampling) and the
+    search."""
     if not isinstance(model, DiffusionModel):  # pragma: no cover - a config rule prevents it
         raise TypeError(f"only the diffusion family calibrates, not {model.family}")
     cases = config.model.tumour_calibration_cases
     tumour_values = schema_for(config.data.modality).tumour_values
-    sampled: dict[tuple[float, str], list[float]] = {}  # (shift, subregion shifts) -> volumes
+    values = label_values(config)
+    sampled: dict[tuple[float, str], list[float]] = {}  # (shift, label shifts) -> volumes
 
-    def volumes_at(shift: float, subregions: str = "") -> list[float]:
+    def volumes_at(shift: float, own: str = "") -> list[float]:
         model.config = dataclasses.replace(
-            config.model, tumour_logit_shift=shift, subregion_logit_shifts=subregions
+            config.model, tumour_logit_shift=shift, label_logit_shifts=own
         )
         pairs = model.sample(cases, torch_generator(config.seed, "tumour-calibration"))
         labels = pairs.label.cpu()
-        volumes = [mean_tumour_voxels(labels, (value,)) for value in tumour_values]
-        sampled[(shift, subregions)] = volumes
+        volumes = [mean_voxels(labels, (value,)) for value in values]
+        sampled[(shift, own)] = volumes
         return volumes
 
+    def tumour_volume(volumes: Sequence[float]) -> float:
+        return sum(v for value, v in zip(values, volumes, strict=True) if value in tumour_values)
+
     found = search_shift(
-        lambda shift: sum(volumes_at(shift)),
+        lambda shift: tumour_volume(volumes_at(shift)),
         targets.tumour,
         tolerance=config.model.tumour_calibration_tolerance,
         tries=config.model.tumour_calibration_tries,
     )
     chosen = dataclasses.replace(config.model, tumour_logit_shift=found.shift)
-    if targets.subregions:
-        per_label = search_subregion_shifts(
+    if targets.labels:
+        per_label = search_label_shifts(
             lambda shifts: volumes_at(found.shift, _listed(shifts)),
-            [targets.subregions[value] for value in tumour_values],
+            [targets.labels[value] for value in values],
             sampled[(found.shift, "")],
             tolerance=config.model.tumour_calibration_tolerance,
-            tries=config.model.subregion_calibration_tries,
+            tries=config.model.label_calibration_tries,
         )
-        found = dataclasses.replace(found, subregions=per_label)
-        chosen = dataclasses.replace(chosen, subregion_logit_shifts=_listed(per_label.shifts))
+        found = dataclasses.replace(found, labels=per_label)
+        chosen = dataclasses.replace(chosen, label_logit_shifts=_listed(per_label.shifts))
     model.config = chosen
     return dataclasses.replace(config, model=chosen), found
 
 
 def _listed(shifts: Sequence[float]) -> str:
-    """Shifts as ``model.subregion-logit-shifts`` spells them ('' when all are 0)."""
+    """Shifts as ``model.label-logit-shifts`` spells them ('' when all are 0)."""
     return ",".join(f"{shift:.6g}" for shift in shifts) if any(shifts) else ""

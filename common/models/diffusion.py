@@ -401,16 +401,18 @@ class DiffusionModel(GenerativeModel):
 
     def _shifted(self, output: torch.Tensor) -> torch.Tensor:
         """The denoiser's class logits with ``model.tumour-logit-shift`` added to the tumour
-        classes' and ``model.subregion-logit-shifts`` to each one's (sampling only; the
+        classes' and ``model.label-logit-shifts`` to each label's (sampling only; the
         velocity output is returned as it is)."""
-        shift = self.config.tumour_logit_shift
-        subregions = self.config.subregion_shifts() or (0.0,) * len(self.tumour_values)
-        if self.config.denoiser_output != "class-probabilities" or not (shift or any(subregions)):
+        tumour = self.config.tumour_logit_shift
+        values = range(1, self.num_classes)
+        own = self.config.label_shifts() or (0.0,) * len(values)
+        if self.config.denoiser_output != "class-probabilities" or not (tumour or any(own)):
             return output
         first = self.tissues.intensity_classes - 1
         shifted = output.float().clone()
-        for value, own in zip(self.tumour_values, subregions, strict=True):
-            shifted[:, first + value] += shift + own
+        for value, label_shift in zip(values, own, strict=True):
+            union = tumour if value in self.tumour_values else 0.0
+            shifted[:, first + value] += union + label_shift
         return shifted
 
     def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,20 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     small = {"evaluation.utility-iterations": 2, "evaluation.radiomics-workers": 1}
     monkeypatch.setattr(quality, "EVALUATION", {**quality.EVALUATION, **small})
     monkeypatch.setattr(quality, "CURVE_EVALUATION", {**quality.CURVE_EVALUATION, **small})
+    monkeypatch.setattr(quality, "REAL_ARM_EVALUATION", {**quality.REAL_ARM_EVALUATION, **small})
     summary = quality.run_one("smoke", "diffusion", 0, curve=True)
+    (cached,) = (tmp_path / "real-arms").iterdir()  # the real arm, trained once
+    assert json.loads(cached.read_text()) == summary["real_dice"]
+    assert 0 < summary["train_seconds"] < summary["run_seconds"]
     assert summary["heldout_seed"] == quality.HELDOUT_SEED_BASE
     assert summary["training_seed"] == quality.TRAINING_SEED_BASE
     assert summary["rounds"] == 2
     assert [p["round"] for p in summary["curve"]] == [1, 2]
     assert summary["curve"][-1]["dice"] == summary["synthetic_dice"]
     assert set(summary["real_dice"]) == {"tumour", "bone"}
+    for name, real in summary["real_dice"].items():  # no ratio where the real arm did not learn
+        ratio = summary["dice_ratio"][name]
+        assert ratio is None if real < 0.1 else ratio == summary["synthetic_dice"][name] / real
     assert summary["epsilon_max"] is not None
     assert summary["epsilon_max"] <= 8.0
     assert summary["calibration"] == {}  # the smoke preset does not calibrate

@@ -1,4 +1,4 @@
-"""The tumour-volume calibration: the shift search by hand, and on a real (untrained) model."""
+"""The volume calibration: the shift searches by hand, and on real (untrained) models."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import torch
 from model_support import tiny_cohort, tiny_config
 
 from common.errors import ConfigError
-from common.exchange import TUMOUR_VOXELS_KEY, subregion_voxels_key
+from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
 from common.models.calibration import (
     SHIFT_BOUND,
     VolumeTargets,
     calibrate_tumour_volume,
-    mean_tumour_voxels,
+    mean_voxels,
+    search_label_shifts,
     search_shift,
-    search_subregion_shifts,
     site_volume_metrics,
     volume_targets,
 )
@@ -79,15 +79,15 @@ def test_bad_search_arguments() -> None:
     with pytest.raises(ValueError, match="tries 0"):
         search_shift(lambda s: 1.0, 1.0, tolerance=0.1, tries=0)
     with pytest.raises(ValueError, match="no label maps"):
-        mean_tumour_voxels([], (1,))
+        mean_voxels([], (1,))
 
 
-def test_mean_tumour_voxels_counts_every_tumour_label() -> None:
+def test_mean_voxels_counts_every_label_asked_for() -> None:
     labels = torch.zeros((2, 4, 4, 4), dtype=torch.long)
     labels[0, :2, :2, :2] = 1  # 8 voxels of label 1
     labels[1, 0, 0, :3] = 3  # 3 voxels of label 3
     labels[1, 3, 3, 3] = 2  # not a tumour label here
-    assert mean_tumour_voxels(labels, (1, 3)) == pytest.approx((8 + 3) / 2)
+    assert mean_voxels(labels, (1, 3)) == pytest.approx((8 + 3) / 2)
 
 
 def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
@@ -98,8 +98,8 @@ def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
     model = build_model(config)
     assert isinstance(model, DiffusionModel)
     calibrated, found = calibrate_tumour_volume(model, config, VolumeTargets(4096.0))
-    assert found.subregions is None
-    assert "subregions" not in found.to_json()
+    assert found.labels is None
+    assert "labels" not in found.to_json()
     assert found.tried == [(0.0, 0.0), (pytest.approx(math.log(4097) / 2), 4096.0)]
     assert calibrated.model.tumour_logit_shift == model.config.tumour_logit_shift == found.shift
     assert int((model.sample(1, torch.Generator().manual_seed(0)).label == 1).sum()) == 4096
@@ -120,11 +120,11 @@ def test_calibration_settings_are_checked(overrides: dict[str, object], message:
         tiny_config(**{**CALIBRATED, **overrides})  # type: ignore[arg-type]
 
 
-def test_the_subregion_search_by_hand() -> None:
+def test_the_label_search_by_hand() -> None:
     """Two labels that do not interact, volume_i(s_i) = a_i e^(3 s_i), a = (50, 400), targets
     (400, 400): label 2 is on target from the start and keeps shift 0; label 1 takes the steps
     of the one-label hand search (s = 1.03107, then 0.69160, 398.2 voxels)."""
-    found = search_subregion_shifts(
+    found = search_label_shifts(
         lambda s: [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1])],
         [400.0, 400.0],
         [50.0, 400.0],
@@ -147,7 +147,7 @@ def test_labels_that_compete_for_voxels_are_searched_together() -> None:
     def volumes(s: tuple[float, ...]) -> list[float]:
         return [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1] - s[0])]
 
-    found = search_subregion_shifts(volumes, [400.0, 400.0], [50.0, 400.0], tolerance=0.1, tries=8)
+    found = search_label_shifts(volumes, [400.0, 400.0], [50.0, 400.0], tolerance=0.1, tries=8)
     assert found.tried[1][0][1] == 0.0  # label 2 waits while it is on target
     assert found.shifts[1] > 0.1  # then steps up to make up for what label 1 took
     close = math.log1p(0.1)
@@ -155,34 +155,34 @@ def test_labels_that_compete_for_voxels_are_searched_together() -> None:
     assert found.volumes == tuple(volumes(found.shifts))
 
 
-def test_the_subregion_search_stops_when_every_label_is_stuck_and_keeps_the_closest() -> None:
+def test_the_label_search_stops_when_every_label_is_stuck_and_keeps_the_closest() -> None:
     """Nothing is ever drawn: both labels step to the bound together (as the one-label search
     does), then a try would repeat the last; every try is as far, so the first is kept."""
-    found = search_subregion_shifts(
+    found = search_label_shifts(
         lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=10
     )
     assert [shifts[0] for shifts, _ in found.tried] == pytest.approx(
         [0.0, 2.85356, SHIFT_BOUND], abs=1e-5
     )
     assert found.shifts == (0.0, 0.0)
-    limited = search_subregion_shifts(
+    limited = search_label_shifts(
         lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=0
     )
     assert len(limited.tried) == 1  # 0 more tries: the union's shift alone
 
 
-def test_bad_subregion_search_arguments() -> None:
+def test_bad_label_search_arguments() -> None:
     with pytest.raises(ValueError, match="must pair up"):
-        search_subregion_shifts(lambda s: [1.0], [1.0, 2.0], [1.0], tolerance=0.1, tries=3)
+        search_label_shifts(lambda s: [1.0], [1.0, 2.0], [1.0], tolerance=0.1, tries=3)
     with pytest.raises(ValueError, match="must pair up"):
-        search_subregion_shifts(lambda s: [1.0], [-1.0], [1.0], tolerance=0.1, tries=3)
+        search_label_shifts(lambda s: [1.0], [-1.0], [1.0], tolerance=0.1, tries=3)
 
 
 MRI_CALIBRATED = {
     **CALIBRATED,
     "data.modality": "mri",
     "model.tumour-calibration-tries": 2,
-    "model.subregion-calibration-tries": 3,
+    "model.label-calibration-tries": 3,
 }
 
 
@@ -199,22 +199,43 @@ def test_an_untrained_mri_model_is_calibrated_label_by_label() -> None:
         model, config, VolumeTargets(4096.0, {1: 0.0, 2: 4096.0, 3: 0.0})
     )
     assert found.shift == pytest.approx(step)
-    assert found.subregions is not None
-    assert found.subregions.tried == [
+    assert found.labels is not None
+    assert found.labels.tried == [
         ((0.0, 0.0, 0.0), (4096.0, 0.0, 0.0)),
         ((pytest.approx(-step), pytest.approx(step), 0.0), (0.0, 4096.0, 0.0)),
     ]
-    shifts = calibrated.model.subregion_shifts()
+    shifts = calibrated.model.label_shifts()
     assert shifts == pytest.approx((-step, step, 0.0), abs=1e-5)
-    assert model.config.subregion_logit_shifts == calibrated.model.subregion_logit_shifts
-    assert found.to_json()["subregions"]["logit_shifts"] == list(found.subregions.shifts)
+    assert model.config.label_logit_shifts == calibrated.model.label_logit_shifts
+    assert found.to_json()["labels"]["logit_shifts"] == list(found.labels.shifts)
     drawn = model.sample(1, torch.Generator().manual_seed(0)).label
     assert int((drawn == 2).sum()) == 4096
 
 
-def test_a_site_sends_one_mean_per_tumour_label_only_when_asked(tmp_path: Path) -> None:
-    """MRI labels: the union's mean always, each label's with subregion tries; a CT tumour has
-    one label, so there is nothing to refine and nothing more is sent."""
+def test_an_untrained_ct_model_calibrates_its_bone_too() -> None:
+    """CT, zero logits: air everywhere, no tumour and no bone. The tumour's target 0 is met at
+    once (shift 0); then bone's target 4,096 steps bone's own shift by ln 4097 / 2, which makes
+    it the argmax everywhere, and the tumour stays at 0."""
+    config = tiny_config(**{**CALIBRATED, "model.label-calibration-tries": 3})
+    model = build_model(config)
+    assert isinstance(model, DiffusionModel)
+    step = math.log(4097) / 2
+    calibrated, found = calibrate_tumour_volume(
+        model, config, VolumeTargets(0.0, {1: 0.0, 2: 4096.0})
+    )
+    assert found.tried == [(0.0, 0.0)]
+    assert found.labels is not None
+    assert found.labels.tried == [
+        ((0.0, 0.0), (0.0, 0.0)),
+        ((0.0, pytest.approx(step)), (0.0, 4096.0)),
+    ]
+    assert calibrated.model.label_shifts() == pytest.approx((0.0, step), abs=1e-5)
+    assert int((model.sample(1, torch.Generator().manual_seed(0)).label == 2).sum()) == 4096
+
+
+def test_a_site_sends_one_mean_per_label_only_when_asked(tmp_path: Path) -> None:
+    """The tumour union's mean always; with label tries each label's too (MRI: the three
+    tumour labels; CT: tumour and bone)."""
     mri = tiny_config(**{**MRI_CALIBRATED, "phantoms.cases-per-site": 3})
     cases = tiny_cohort(tmp_path / "mri", mri)
     labels = [cases[i][1] for i in range(len(cases))]
@@ -223,19 +244,26 @@ def test_a_site_sends_one_mean_per_tumour_label_only_when_asked(tmp_path: Path) 
     assert metrics == pytest.approx(
         {
             TUMOUR_VOXELS_KEY: sum(per_label),
-            **{subregion_voxels_key(v): n for v, n in zip((1, 2, 3), per_label, strict=True)},
+            **{label_voxels_key(v): n for v, n in zip((1, 2, 3), per_label, strict=True)},
         }
     )
     assert per_label[1] > 0  # the phantom has oedema to count
-    union_only = tiny_config(**{**MRI_CALIBRATED, "model.subregion-calibration-tries": 0})
+    union_only = tiny_config(**{**MRI_CALIBRATED, "model.label-calibration-tries": 0})
     assert set(site_volume_metrics(cases, union_only)) == {TUMOUR_VOXELS_KEY}
-    ct = tiny_config(**{**CALIBRATED, "model.subregion-calibration-tries": 3})
-    assert set(site_volume_metrics(tiny_cohort(tmp_path / "ct", ct), ct)) == {TUMOUR_VOXELS_KEY}
+    ct = tiny_config(**{**CALIBRATED, "model.label-calibration-tries": 3})
+    ct_cases = tiny_cohort(tmp_path / "ct", ct)
+    ct_labels = [ct_cases[i][1] for i in range(len(ct_cases))]
+    bone = sum(float((lab == 2).sum()) for lab in ct_labels) / len(ct_labels)
+    sent = site_volume_metrics(ct_cases, ct)
+    assert set(sent) == {TUMOUR_VOXELS_KEY, label_voxels_key(1), label_voxels_key(2)}
+    assert sent[label_voxels_key(1)] == sent[TUMOUR_VOXELS_KEY]  # one tumour label
+    assert sent[label_voxels_key(2)] == pytest.approx(bone)
+    assert bone > 0
 
 
 def test_volume_targets_are_read_from_the_aggregated_metrics() -> None:
     mri = tiny_config(**MRI_CALIBRATED)
-    keys = {subregion_voxels_key(v): float(v) for v in (1, 2, 3)}
+    keys = {label_voxels_key(v): float(v) for v in (1, 2, 3)}
     assert volume_targets({TUMOUR_VOXELS_KEY: 6.0, **keys, "steps": 2.0}, mri) == (
         VolumeTargets(6.0, {1: 1.0, 2: 2.0, 3: 3.0})
     )
@@ -249,17 +277,17 @@ def test_volume_targets_are_read_from_the_aggregated_metrics() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model.subregion-logit-shifts": "1,2"}, r"gives 2 numbers: .* 3 tumour label\(s\)"),
-        ({"model.subregion-logit-shifts": "1,x,2"}, "give comma-separated numbers"),
-        ({"model.subregion-logit-shifts": "0,25,0"}, "between -20 and 20"),
+        ({"model.label-logit-shifts": "1,2"}, r"gives 2 numbers: .* 3 labels \(necrotic_core"),
+        ({"model.label-logit-shifts": "1,x,2"}, "give comma-separated numbers"),
+        ({"model.label-logit-shifts": "0,25,0"}, "between -20 and 20"),
         (
-            {"model.subregion-logit-shifts": "0,1,0", "model.denoiser-output": "velocity"},
+            {"model.label-logit-shifts": "0,1,0", "model.denoiser-output": "velocity"},
             "needs model.denoiser-output = class-probabilities",
         ),
         ({"model.tumour-calibration-cases": 0}, "needs model.tumour-calibration-cases > 0"),
-        ({"model.subregion-calibration-tries": 51}, "model.subregion-calibration-tries"),
+        ({"model.label-calibration-tries": 51}, "model.label-calibration-tries"),
     ],
 )
-def test_subregion_settings_are_checked(overrides: dict[str, object], message: str) -> None:
+def test_label_settings_are_checked(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         tiny_config(**{**MRI_CALIBRATED, **overrides})  # type: ignore[arg-type]

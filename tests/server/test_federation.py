@@ -353,9 +353,9 @@ def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
 def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
     tmp_path: Path,
 ) -> None:
-    """With subregion tries, MRI sites send the union's mean and one mean per tumour label
-    (necrotic, oedema, enhancing) and nothing else about their labels; the server searches
-    each label's shift on top of the union's, keeps them in model.pt and records the search."""
+    """With label tries, MRI sites send the union's mean and one mean per label (necrotic,
+    oedema, enhancing) and nothing else about their labels; the server searches each label's
+    shift on top of the union's, keeps them in model.pt and records the search."""
     config = smoke_config(
         **{
             "data.modality": "mri",
@@ -364,24 +364,25 @@ def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
             "model.denoiser-output": "class-probabilities",
             "model.tumour-calibration-cases": 2,
             "model.tumour-calibration-tries": 2,
-            "model.subregion-calibration-tries": 2,
+            "model.label-calibration-tries": 2,
         }
     )
     grid = LocalGrid(phantom_sites(tmp_path, config))  # type: ignore[arg-type]
     run_federation(grid.as_grid(), config, tmp_path / "run")
-    keys = ["tumour-voxels-1", "tumour-voxels-2", "tumour-voxels-3"]
+    keys = ["label-voxels-1", "label-voxels-2", "label-voxels-3"]
     sent = []
     for reply in grid.sent:
         metrics = reply.content[METRICS_KEY]
-        assert {k for k in metrics if k.startswith("tumour")} == {"tumour-voxels", *keys}  # type: ignore[union-attr]
+        voxel_keys = {k for k in metrics if "voxels" in k}  # type: ignore[union-attr]
+        assert voxel_keys == {"tumour-voxels", *keys}
         sent.append(([float(metrics[k]) for k in keys], float(metrics["num-examples"])))  # type: ignore[index, arg-type]
     total = sum(n for _, n in sent)
     expected = [sum(v[i] * n for v, n in sent) / total for i in range(3)]
-    found = read_summary(tmp_path / "run").calibration["subregions"]
+    found = read_summary(tmp_path / "run").calibration["labels"]
     assert found["target_voxels"] == pytest.approx(expected)
     assert 1 <= len(found["tried"]) <= 3  # the union's choice, then at most 2 tries
     _, saved = load_model(tmp_path / "run" / MODEL_FILE)
-    assert list(saved.model.subregion_shifts() or (0.0,) * 3) == pytest.approx(
+    assert list(saved.model.label_shifts() or (0.0,) * 3) == pytest.approx(
         found["logit_shifts"], abs=1e-5
     )
 
@@ -391,5 +392,6 @@ def test_without_calibration_no_site_sends_its_tumour_volume(
 ) -> None:
     grid = LocalGrid(sites)  # type: ignore[arg-type]
     run_federation(grid.as_grid(), smoke_config(**{"federation.num-rounds": 1}), tmp_path / "r")
-    assert all("tumour-voxels" not in reply.content[METRICS_KEY] for reply in grid.sent)  # type: ignore[operator]
+    for reply in grid.sent:
+        assert not any("voxels" in key for key in reply.content[METRICS_KEY])  # type: ignore[union-attr]
     assert read_summary(tmp_path / "r").calibration == {}
