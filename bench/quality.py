@@ -5,12 +5,16 @@
 
 Each run simulates a preset (``fedsynth simulate --preset NAME``) on phantom sites drawn from
 the run's seed, samples as many synthetic cases as the evaluation's real arm trains on, and
-evaluates them (``fedsynth evaluate --run``) against a held-out real cohort drawn from another
-seed than any training site. A run's figures: the synthetic-only over real-only Dice ratio per
-structure with both Dice, the radiomics real-vs-synthetic classifier AUC, diversity (within-set
-MS-SSIM) against the real cases', mean structure volumes against the real ones, the privacy
-spent, the training wall time (the rounds) and the whole run's (with the calibration, the
-release and its audit). Seeds give mean and spread; each setting's targets (issue 10) are
+evaluates them (``fedsynth evaluate --run``) against held-out real patients of the same
+hospitals: the training sites' seed and scanners, cases none of them trained on. (Against
+another hospital, drawn from another seed, even the sites' own real cases are told apart by
+the radiomics classifier: bone AUC 1.0 on the quality-ct validation split, against 0.49 for
+new patients of the same site; each run records that site gap too.) A run's figures: the
+synthetic-only over real-only Dice ratio per structure with both Dice, the radiomics
+real-vs-synthetic classifier AUC, diversity (within-set MS-SSIM) against the real cases',
+mean structure volumes against the real ones, the site gap, the privacy spent, the training
+wall time (the rounds) and the whole run's (with the calibration, the release and its
+audit). Seeds give mean and spread; each setting's targets (issue 10) are
 checked on the means. Each run is one child process; results are merged into
 bench/results.json "quality" (runs measured earlier and not asked for now are kept).
 
@@ -26,6 +30,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -44,11 +49,15 @@ FAMILIES = ("diffusion", "gan")
 SEEDS = (0, 1, 2)
 TRAINING_SEED_BASE = 1000
 """Training sites of bench seed k are drawn with seed TRAINING_SEED_BASE + k."""
-HELDOUT_SEED_BASE = 5000
-"""The held-out real cohort of bench seed k: seed HELDOUT_SEED_BASE + k, never a training seed
-(and never one used while choosing the settings)."""
+OTHER_SITE_SEED_BASE = 5000
+"""Another hospital of bench seed k (seed OTHER_SITE_SEED_BASE + k, its own scanner and
+protocol): only for the site gap, how well the radiomics classifier tells two real hospitals
+apart (on the quality-ct validation split, bone AUC 1.0: a 10% brighter bone at the other
+hospital)."""
 HELDOUT_CASES = 24
-"""Held-out real cases: half train the real arm, half test every arm."""
+"""Held-out real cases: other patients of the training hospitals (the sites' seed and profiles,
+cases after the sites' own), spread evenly over the sites; half train the real arm, half test
+every arm."""
 EVALUATION: dict[str, Scalar] = {
     "evaluation.utility-seeds": 1,
     "evaluation.utility-arms": "synthetic",
@@ -148,24 +157,66 @@ def run_settings(name: str, family: str, seed: int) -> FedsynthConfig:
     )
 
 
-def heldout_settings(name: str, seed: int) -> FedsynthConfig:
-    """The held-out real cohort's settings: one site of HELDOUT_CASES drawn like the preset's
-    sites (its modality and phantom settings), from another seed."""
+def _phantom_settings(name: str) -> dict[str, Scalar]:
+    """The preset's modality and phantom settings: how its sites are drawn."""
     from simulations.presets import preset
 
-    drawn_like_sites = {
+    return {
         key: value
         for key, value in preset(BENCH_SETTINGS[name].preset).items()
         if key.startswith("phantoms.") or key == "data.modality"
     }
+
+
+def heldout_settings(name: str, seed: int) -> FedsynthConfig:
+    """The held-out cohort's settings: the training sites' seed and sites, each site's cases
+    after its own training cases, HELDOUT_CASES in all (new patients of the same hospitals)."""
+    drawn = _phantom_settings(name)
+    sites = load_config(drawn).phantoms
     return load_config(
         {
-            **drawn_like_sites,
-            "phantoms.sites": 1,
-            "phantoms.cases-per-site": HELDOUT_CASES,
-            "seed": HELDOUT_SEED_BASE + seed,
+            **drawn,
+            "phantoms.first-case": sites.cases_per_site,
+            "phantoms.cases-per-site": math.ceil(HELDOUT_CASES / sites.sites),
+            "seed": TRAINING_SEED_BASE + seed,
         }
     )
+
+
+def other_site_settings(name: str, seed: int) -> FedsynthConfig:
+    """Another hospital drawn like the preset's sites from another seed (the site gap)."""
+    return load_config(
+        {
+            **_phantom_settings(name),
+            "phantoms.sites": 1,
+            "phantoms.first-case": 0,
+            "phantoms.cases-per-site": HELDOUT_CASES,
+            "seed": OTHER_SITE_SEED_BASE + seed,
+        }
+    )
+
+
+def write_heldout(config: FedsynthConfig, out: Path) -> Path:
+    """Write the held-out cohort as one nnU-Net folder (``out/site-01``) of every site's
+    held-out cases, the first HELDOUT_CASES of them; returns that folder."""
+    from simulations.phantoms import write_cohort
+    from simulations.phantoms.writers import write_dataset_json
+
+    drawn = write_cohort(config, out / "sites")
+    folder = out / "site-01"
+    ids = sorted(
+        (path.name.removesuffix(".nii.gz"), site)
+        for site in drawn.sites
+        for path in (site / "labelsTr").iterdir()
+    )[:HELDOUT_CASES]
+    for kind in ("imagesTr", "labelsTr"):
+        (folder / kind).mkdir(parents=True)
+    for case, site in ids:
+        shutil.move(site / "imagesTr" / f"{case}_0000.nii.gz", folder / "imagesTr")
+        shutil.move(site / "labelsTr" / f"{case}.nii.gz", folder / "labelsTr")
+    write_dataset_json(folder, config.data.modality, "heldout", len(ids))
+    shutil.rmtree(out / "sites")
+    return folder
 
 
 # -- one run, in a child process ---------------------------------------------------------------
@@ -175,7 +226,6 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
     from evaluator.evaluate import evaluate
     from server.federation import round_reports
     from server.sampling import release_from_run
-    from simulations.phantoms import write_cohort
     from simulations.simulate import SERVER_DIR, simulate
 
     work = WORK / name / family / f"seed-{seed}"
@@ -183,9 +233,7 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     config = run_settings(name, family, seed)
-    heldout = work / "heldout"
-    write_cohort(heldout_settings(name, seed), heldout)
-    real_site = heldout / "site-01"
+    real_site = write_heldout(heldout_settings(name, seed), work / "heldout")
     real_train = HELDOUT_CASES - round(HELDOUT_CASES * config.evaluation.real_test_fraction)
     snapshots: list[tuple[int, Path]] = []
 
@@ -203,13 +251,14 @@ def run_one(name: str, family: str, seed: int, curve: bool) -> dict[str, Any]:
     evaluation = evaluate(release, real_site, work / "eval", run=server, overrides=EVALUATION)
     real = real_arm(release, real_site, heldout_settings(name, seed), work / "real-arm")
     summary = summarise(evaluation.results, real, release, real_site, config)
+    summary["site_gap_auc"] = site_gap(release, real_site, name, seed, work / "other-site")
     summary.update(
         {
             "setting": name,
             "family": family,
             "seed": seed,
             "training_seed": config.seed,
-            "heldout_seed": HELDOUT_SEED_BASE + seed,
+            "heldout_first_case": heldout_settings(name, seed).phantoms.first_case,
             "train_seconds": train_seconds,
             "run_seconds": run_seconds,
             "steps": outcome.summary.steps,
@@ -313,6 +362,43 @@ def real_arm(
     return dice
 
 
+def site_gap(
+    release: Path, real_site: Path, name: str, seed: int, work: Path
+) -> dict[str, float | None]:
+    """The radiomics classifier's AUC per structure between the held-out patients of the
+    training hospitals and another hospital's (:func:`other_site_settings`), both real and
+    prepared on the release's grid: what the classifier sees between two real hospitals.
+    Kept in work/quality/site-gaps/ per cohorts and grid."""
+    from common.config import to_run_config
+    from evaluator.cases import load_real, release_settings
+    from evaluator.radiomics_section import radiomics
+    from simulations.phantoms import write_cohort
+
+    settings = release_settings(release)
+    other = other_site_settings(name, seed)
+    key = {
+        "heldout": to_run_config(heldout_settings(name, seed)),
+        "other": to_run_config(other),
+        "data": dataclasses.asdict(settings.data),
+        "evaluation": dataclasses.asdict(settings.evaluation),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    cached = WORK / "site-gaps" / f"{digest[:16]}.json"
+    if cached.exists():
+        return dict(json.loads(cached.read_text(encoding="utf-8")))
+    drawn = write_cohort(other, work)
+    figures = radiomics(
+        settings, load_real(real_site, settings), load_real(drawn.sites[0], settings)
+    )
+    gap = {
+        structure: _number(entry.get("classifier_auc"))
+        for structure, entry in figures["structures"].items()
+    }
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(gap), encoding="utf-8")
+    return gap
+
+
 def summarise(
     results: dict[str, Any],
     real_dice: dict[str, float],
@@ -406,6 +492,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 {t.figure for t in setting.targets}
                 | {f"real_dice.{s}" for s in chosen[0]["real_dice"]}
                 | {f"synthetic_dice.{s}" for s in chosen[0]["synthetic_dice"]}
+                | {f"site_gap_auc.{s}" for s in chosen[0].get("site_gap_auc", {})}
                 | {"train_seconds", "run_seconds", "steps"}
             )
             figures: dict[str, dict[str, Any]] = {}

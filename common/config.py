@@ -190,6 +190,13 @@ class PhantomConfig:
 
     sites: int = setting(3, "number of simulated hospitals", minimum=1, maximum=1000)
     cases_per_site: int = setting(6, "cases each site holds", minimum=1, maximum=100000)
+    first_case: int = setting(
+        0,
+        "index of each site's first case: with the same seed and sites, cases from here on "
+        "are other patients of the same hospitals (a held-out cohort of the training sites)",
+        minimum=0,
+        maximum=100000,
+    )
     size: int = setting(32, "voxels per side of a site's reference grid", minimum=8, maximum=512)
     layout: str = setting("nnunet", "layout written to disk", choices=("nnunet", "brats"))
     supersample: int = setting(

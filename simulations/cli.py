@@ -75,6 +75,12 @@ def phantoms_command(
     out: Path = typer.Option(..., "--out", help="Folder to write, one sub-folder per site."),
     modality: str | None = typer.Option(None, "--modality", help="ct or mri (data.modality)."),
     cases: int | None = typer.Option(None, "--cases", help="Cases per site."),
+    first_case: int | None = typer.Option(
+        None,
+        "--first-case",
+        help="Each site's first case index: the same seed and --sites with --first-case N "
+        "draw other patients of the same hospitals (a held-out cohort).",
+    ),
     sites: int | None = typer.Option(None, "--sites", help="Number of sites."),
     size: int | None = typer.Option(None, "--size", help="Voxels per side."),
     layout: str | None = typer.Option(None, "--layout", help="nnunet or brats (MRI only)."),
@@ -87,6 +93,7 @@ def phantoms_command(
     flags = {
         "data.modality": modality,
         "phantoms.cases-per-site": cases,
+        "phantoms.first-case": first_case,
         "phantoms.sites": sites,
         "phantoms.size": size,
         "phantoms.layout": layout,

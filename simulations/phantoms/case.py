@@ -35,7 +35,8 @@ class PhantomCase:
 def case_id(modality: str, site_index: int, case_index: int, config: FedsynthConfig) -> str:
     """The case's id, e.g. ``phantom-ct-s01-000`` (safe for nnU-Net and BraTS file names)."""
     site_width = max(2, len(str(config.phantoms.sites)))
-    case_width = max(3, len(str(config.phantoms.cases_per_site - 1)))
+    last = config.phantoms.first_case + config.phantoms.cases_per_site - 1
+    case_width = max(3, len(str(last)))
     return f"phantom-{modality}-s{site_index + 1:0{site_width}d}-{case_index:0{case_width}d}"
 
 

@@ -39,7 +39,10 @@ def write_cohort(
     overwrite: bool = False,
     on_case: Callable[[str], None] | None = None,
 ) -> CohortSummary:
-    """Write ``config.phantoms.sites`` sites of ``cases-per-site`` cases each under ``out``.
+    """Write ``config.phantoms.sites`` sites of ``cases-per-site`` cases each under ``out``,
+    each site's cases ``first-case`` onwards (a case's voxels depend on the seed, the number of
+    sites, its site and its index only, so cases past a cohort's are new patients of the same
+    hospitals).
 
     The modality is ``config.data.modality``, the layout ``config.phantoms.layout``. The
     folder appears whole or not at all. ``on_case`` is called with each case's id once it is
@@ -54,12 +57,13 @@ def write_cohort(
     check_layout(modality, layout)
     profiles = site_profiles(modality, config)
     cases = config.phantoms.cases_per_site
+    first = config.phantoms.first_case
     with atomic_directory(out, overwrite=overwrite) as staging:
         for profile in profiles:
             site_dir = staging / profile.name
             site_dir.mkdir()
             LOGGER.info("%s", profile.describe())
-            for index in range(cases):
+            for index in range(first, first + cases):
                 case = make_case(modality, profile, index, config)
                 write_case(case, site_dir, layout)
                 if on_case is not None:

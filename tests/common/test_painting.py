@@ -75,14 +75,16 @@ QUANTILES = torch.tensor([0.0, 1.0, 3.0]).view(1, 3, 1).expand(1, 3, 4)
 """One voxel's quantiles at scores -2, 0, 2, repeated over four voxels."""
 
 
-def test_draws_are_linear_in_the_score_and_extrapolate_the_end_segments() -> None:
-    """Between scores: linear (z = 1 -> 2, z = -1 -> 0.5); beyond 2 along the upper segment
-    (slope 1 a score: z = 3 -> 4); below -2 along the lower one (0.5 a score: -3 -> -0.5)."""
+def test_draws_are_linear_in_the_score_and_stop_at_the_outer_quantiles() -> None:
+    """Between scores: linear (z = 1 -> 2, z = -1 -> 0.5); beyond the outer quantiles' scores
+    +-2 the outer quantiles themselves (z = 3 -> 3, z = -3 -> 0)."""
     drawn = draw_from_quantiles(QUANTILES, as_voxels(1.0, -1.0, 3.0, -3.0))
-    torch.testing.assert_close(drawn, as_voxels(2.0, 0.5, 4.0, -0.5))
+    torch.testing.assert_close(drawn, as_voxels(2.0, 0.5, 3.0, 0.0))
 
 
-def test_scores_of_values_invert_the_draws_and_are_capped() -> None:
+def test_scores_of_values_invert_the_draws_extrapolate_and_are_capped() -> None:
+    """Inside: the inverse of the draws; beyond 2, along the upper segment (slope 1 a score:
+    4 -> 3), below -2 along the lower one (0.5 a score: -0.5 -> -3); capped at +-4."""
     scores, defined = scores_of_values(QUANTILES, as_voxels(2.0, 0.5, 4.0, -0.5))
     torch.testing.assert_close(scores, as_voxels(1.0, -1.0, 3.0, -3.0))
     assert bool(defined.all())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,28 @@ def test_a_failure_mid_write_leaves_no_partial_output(
     assert [p.name for p in tmp_path.iterdir()] == (["out"] if existing else [])
     if existing:
         assert _files(out) == {"keep.txt": b"precious"}
+
+
+def test_first_case_draws_other_patients_of_the_same_hospitals(tmp_path: Path) -> None:
+    """Cases 2 and 3 of each site, drawn alone with first-case 2, are byte for byte cases 2
+    and 3 of a 4-case cohort of the same seed, and none is one of cases 0 and 1."""
+    base = _config("ct")
+    whole = FedsynthConfig(
+        seed=base.seed, data=base.data, phantoms=replace(base.phantoms, cases_per_site=4)
+    )
+    later = FedsynthConfig(
+        seed=base.seed, data=base.data, phantoms=replace(base.phantoms, first_case=2)
+    )
+    seen: list[str] = []
+    held_out = write_cohort(later, tmp_path / "later", on_case=seen.append)
+    assert seen == [f"phantom-ct-s0{s}-00{c}" for s in (1, 2) for c in (2, 3)]
+    everyone = _files(write_cohort(whole, tmp_path / "whole").out)
+    drawn = _files(held_out.out)
+    images = {name: data for name, data in drawn.items() if "imagesTr" in name}
+    assert len(images) == 4
+    for name, data in images.items():
+        assert everyone[name] == data
+    first_patients = {data for name, data in everyone.items() if "-000_" in name or "-001_" in name}
+    assert not first_patients & set(images.values())
+    meta = json.loads((held_out.out / "site-01" / "dataset.json").read_text())
+    assert meta["numTraining"] == 2
