@@ -34,6 +34,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,31 +336,46 @@ def _curve(
     return points
 
 
-def real_arm(
-    release: Path, real_site: Path, heldout: FedsynthConfig, work: Path
-) -> dict[str, float]:
-    """The real arm's Dice per structure on a held-out cohort, trained once per cohort, grid
-    and recipe and kept in work/quality/real-arms/ (``release`` gives only the grid)."""
+def _cached(
+    kind: str,
+    cohorts: dict[str, FedsynthConfig],
+    settings: FedsynthConfig,
+    compute: Callable[[], Mapping[str, Any]],
+) -> dict[str, Any]:
+    """``compute()``'s figures, kept in work/quality/KIND/ per real cohorts, grid and
+    evaluation settings (they depend on nothing else), computed only when not kept yet."""
     from common.config import to_run_config
-    from evaluator.cases import release_settings
-    from evaluator.evaluate import evaluate
 
-    settings = release_settings(release, REAL_ARM_EVALUATION)
     key = {
-        "heldout": to_run_config(heldout),
+        **{name: to_run_config(cohort) for name, cohort in cohorts.items()},
         "data": dataclasses.asdict(settings.data),
         "evaluation": dataclasses.asdict(settings.evaluation),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    cached = WORK / "real-arms" / f"{digest[:16]}.json"
+    cached = WORK / kind / f"{digest[:16]}.json"
     if cached.exists():
         return dict(json.loads(cached.read_text(encoding="utf-8")))
-    results = evaluate(release, real_site, work, overrides=REAL_ARM_EVALUATION).results
-    structures = results["utility"]["arms"]["real"]["structures"]
-    dice = {name: float(figures["dice_mean"]) for name, figures in structures.items()}
+    figures = dict(compute())
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(dice), encoding="utf-8")
-    return dice
+    cached.write_text(json.dumps(figures), encoding="utf-8")
+    return figures
+
+
+def real_arm(
+    release: Path, real_site: Path, heldout: FedsynthConfig, work: Path
+) -> dict[str, float]:
+    """The real arm's Dice per structure on a held-out cohort, trained once per cohort, grid
+    and recipe (``release`` gives only the grid)."""
+    from evaluator.cases import release_settings
+    from evaluator.evaluate import evaluate
+
+    def train() -> dict[str, float]:
+        results = evaluate(release, real_site, work, overrides=REAL_ARM_EVALUATION).results
+        structures = results["utility"]["arms"]["real"]["structures"]
+        return {name: float(figures["dice_mean"]) for name, figures in structures.items()}
+
+    settings = release_settings(release, REAL_ARM_EVALUATION)
+    return _cached("real-arms", {"heldout": heldout}, settings, train)
 
 
 def site_gap(
@@ -367,36 +383,22 @@ def site_gap(
 ) -> dict[str, float | None]:
     """The radiomics classifier's AUC per structure between the held-out patients of the
     training hospitals and another hospital's (:func:`other_site_settings`), both real and
-    prepared on the release's grid: what the classifier sees between two real hospitals.
-    Kept in work/quality/site-gaps/ per cohorts and grid."""
-    from common.config import to_run_config
+    prepared on the release's grid: what the classifier sees between two real hospitals."""
     from evaluator.cases import load_real, release_settings
     from evaluator.radiomics_section import radiomics
     from simulations.phantoms import write_cohort
 
     settings = release_settings(release)
     other = other_site_settings(name, seed)
-    key = {
-        "heldout": to_run_config(heldout_settings(name, seed)),
-        "other": to_run_config(other),
-        "data": dataclasses.asdict(settings.data),
-        "evaluation": dataclasses.asdict(settings.evaluation),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    cached = WORK / "site-gaps" / f"{digest[:16]}.json"
-    if cached.exists():
-        return dict(json.loads(cached.read_text(encoding="utf-8")))
-    drawn = write_cohort(other, work)
-    figures = radiomics(
-        settings, load_real(real_site, settings), load_real(drawn.sites[0], settings)
-    )
-    gap = {
-        structure: _number(entry.get("classifier_auc"))
-        for structure, entry in figures["structures"].items()
-    }
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(gap), encoding="utf-8")
-    return gap
+
+    def compare() -> dict[str, float | None]:
+        drawn = write_cohort(other, work)
+        real = load_real(real_site, settings)
+        figures = radiomics(settings, real, load_real(drawn.sites[0], settings))
+        return {s: _number(e.get("classifier_auc")) for s, e in figures["structures"].items()}
+
+    cohorts = {"heldout": heldout_settings(name, seed), "other": other}
+    return _cached("site-gaps", cohorts, settings, compare)
 
 
 def summarise(
