@@ -47,6 +47,7 @@ from common.data.imageio import read_image
 from common.data.loading import grid_mismatch
 from common.data.problems import ProblemKind
 from common.errors import ConfigError, DataError, FedsynthError
+from common.interrupts import deferred
 
 FEATURE_CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 """Feature classes extracted (pyradiomics names): first order, 3D shape, five texture classes."""
@@ -566,10 +567,12 @@ def _run_pool(
     pool cancels the queued cases and ends its workers once their running cases are done."""
     unanswered = []
     with _pool(processes) as pool:
-        futures = {
-            pool.submit(_extract_checked, c, label, settings): i for i, c in enumerate(cases)
-        }
         try:
+            with deferred():  # a stop while a worker starts would orphan it half started
+                futures = {
+                    pool.submit(_extract_checked, c, label, settings): i
+                    for i, c in enumerate(cases)
+                }
             for future in as_completed(futures):
                 index = futures[future]
                 result = _collect(future, cases[index])
