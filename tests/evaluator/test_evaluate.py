@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from model_support import TINY, release_of_cache
 from typer.testing import CliRunner
 
@@ -205,6 +206,28 @@ def test_an_evaluation_that_fails_leaves_no_record_and_the_old_output_as_it_was(
             world["release"], tmp_path / "nowhere", kept, overrides=REALISM_ONLY, overwrite=True
         )
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+
+
+def test_a_run_whose_model_file_holds_invalid_settings_is_refused(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    payload = torch.load(world["run"] / MODEL_FILE, weights_only=True)
+    payload["run_config"] = {**payload["run_config"], "model.norm-groups": 0}
+    torch.save(payload, run / MODEL_FILE)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--synthetic", str(world["release"]), "--real", str(world["real"]),
+         "--out", str(out), "--run", str(run), "--run-config", 'evaluation.parts="realism"'],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{run / MODEL_FILE}:" in result.output.replace("\n", "")
+    text = " ".join(result.output.split())
+    assert "the model file's settings are invalid (model.norm-groups = 0 is below its" in text
+    assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_a_utility_study_that_would_not_fit_in_memory_is_refused_before_it_starts(
