@@ -75,12 +75,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def refuse_if_in_use(run: Path) -> None:
+    """Check that no other live process runs in ``run``, before anything there is touched.
+
+    Raises:
+        RunInUseError: one does.
+    """
+    state = read_state(run)
+    if state is None or state.status != RUNNING:
+        return
+    if state.pid != os.getpid() and _alive(state.pid):
+        raise RunInUseError(
+            f"{run}: a run is still going on in this folder (process {state.pid}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state.started))}); wait for "
+            "it or stop it, or choose another --out"
+        )
+
+
 def previous_run_notice(run: Path) -> str | None:
     """What to tell the user about an earlier run in ``run`` that did not finish, or None.
 
     Raises:
         RunInUseError: that run's process is still alive (and is not this one).
     """
+    refuse_if_in_use(run)
     state = read_state(run)
     if state is None or state.status != RUNNING:
         return None
@@ -93,12 +111,6 @@ def previous_run_notice(run: Path) -> str | None:
     peak = f"; its estimated peak memory was {gib(state.estimated_peak)}"
     if state.estimated_peak <= 0:
         peak = ""
-    if state.pid != os.getpid() and _alive(state.pid):
-        raise RunInUseError(
-            f"{run}: a run is still going on in this folder (process {state.pid}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state.started))}); wait for "
-            "it or stop it, or choose another --out"
-        )
     return (
         f"the previous run in {run} died (killed?) after {lasted:.0f} s {where}{peak}; if "
         "the machine ran out of memory, lower the settings that memory planning names "

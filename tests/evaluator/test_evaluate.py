@@ -99,6 +99,8 @@ def test_the_command_reports_and_refuses_bad_inputs_with_messages(
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
     assert result.exit_code == 0, result.output
     assert "evaluated 3 synthetic against 3 real cases" in result.output
+    for step in ("reading the release", "realism: MAE and MS-SSIM"):  # lines off a terminal
+        assert f"{step}: started" in result.output.splitlines()
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
     assert result.exit_code == 2
     assert "already exists" in result.output
