@@ -52,6 +52,10 @@ ConfigFileOption = typer.Option(
 )
 
 
+AGAIN = "run the same command again to start over"
+"""How to continue a stopped command that has nothing to resume from."""
+
+
 def _error(text: str) -> None:
     error_console.print(Text.assemble(("error: ", "bold red"), text), highlight=False)
 
@@ -79,11 +83,11 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Interrupted as err:
-            _error(f"interrupted ({err}); nothing partial was kept{_then(err.hint)}")
+            _error(f"interrupted ({err}); nothing partial was kept{_then(err.hint or AGAIN)}")
             exit_without_waiting_for_threads(err.exit_code)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            _error("interrupted; nothing partial was kept")
+            _error(f"interrupted; nothing partial was kept{_then(AGAIN)}")
             raise typer.Exit(INTERRUPTED_EXIT) from None
         except Exception as err:  # the last line of defence: nothing escapes as a traceback
             message = environment_message(err)
