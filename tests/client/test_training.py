@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 from pathlib import Path
@@ -94,6 +96,19 @@ def test_a_run_failing_after_its_steps_is_stopped_not_killed(
     assert state is not None
     assert (state.status, state.step) == (STOPPED, 2)  # both steps done, then the disk
     assert previous_run_notice(run) is None
+
+
+def test_a_full_disk_while_a_step_is_logged_names_the_metrics_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FullDisk(io.StringIO):
+        def write(self, _: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", lambda *_, **__: FullDisk())
+    metrics = tmp_path / "metrics.jsonl"
+    with pytest.raises(DiskFullError, match=f"the disk holding {metrics} is full"):
+        training._append_metrics(metrics, 2, {"loss": 0.5})
 
 
 def test_run_writes_model_summary_and_charges_the_ledger(tmp_path: Path) -> None:
