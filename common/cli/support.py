@@ -31,7 +31,12 @@ from common.cli.guard import (
     write_crash_log,
 )
 from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
-from common.interrupts import Interrupted, exit_without_waiting_for_threads, stop_on_signals
+from common.interrupts import (
+    Interrupted,
+    exit_without_waiting_for_threads,
+    stop_on_signals,
+    stop_requested,
+)
 
 console = Console()
 error_console = Console(stderr=True)
@@ -200,9 +205,13 @@ FLOWER_NOISE = (
     "The `run_simulation` function is deprecated",
     "fraction_evaluate is set to 0.0",  # fedsynth evaluates centrally, never at the sites
 )
-"""Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine)."""
+"""Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine).
+After a stop signal every Flower line is left out too: its threads report the Ray actors the
+stop ends, mid-round, as errors with tracebacks."""
 
 
 class _FlowerNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if stop_requested():
+            return False
         return not any(text in record.getMessage() for text in FLOWER_NOISE)

@@ -109,7 +109,8 @@ def test_a_stopped_evaluation_ends_its_radiomics_workers_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path, signum: int) -> None:
     site, _ = _world(tmp_path, 16)
     out = tmp_path / "prepared"
     command = [
@@ -120,8 +121,9 @@ def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path) -> Non
     def preparing(_: psutil.Process, output: str) -> bool:
         return "preparing cases" in output
 
-    process, output, _ = _stop_when(command, tmp_path / "log", preparing, signal.SIGTERM)
-    _stopped_cleanly(process, output, signal.SIGTERM)
+    process, output, _ = _stop_when(command, tmp_path / "log", preparing, signum)
+    _stopped_cleanly(process, output, signum)
+    assert "run the same command again to start over" in " ".join(output.split())
     assert "cases into" not in output  # the line of a finished prepare
     assert not out.exists()
     assert not list(tmp_path.glob(".prepared.*"))

@@ -13,12 +13,16 @@ from pathlib import Path
 import psutil
 from typer.testing import CliRunner
 
+from common.run_state import STOPPED, read_state
 from simulations.cli import app
 
 RUN_CONFIG = "federation.num-rounds=3"
 START_TIMEOUT_S = 240.0
 """How long the first run may take to finish its first round (Ray start-up included)."""
 POLL_S = 0.5
+MID_ROUND_S = 5.0
+"""How long after a round a stop lands in the next one, its sites training (a round of the
+smoke preset takes about 10 s on 2 cores)."""
 
 
 def _command(out: Path) -> list[str]:
@@ -140,3 +144,44 @@ def test_a_sigterm_ends_ray_says_how_to_continue_and_resume_finishes(tmp_path: P
     assert result.exit_code == 0, result.output
     rounds = (out / "server" / "rounds.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in rounds] == list(range(1, 7))
+
+
+def test_ctrl_c_in_a_terminal_stops_the_simulation_and_every_process_it_started(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C sends SIGINT to the terminal's whole foreground process group, Ray's processes
+    included: exit 130 with the --resume hint, every process ended, the run recorded as
+    stopped (not killed), no release."""
+    out = tmp_path / "sim"
+    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    first = subprocess.Popen(
+        [*_command(out), "--run-config", "federation.num-rounds=6"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _rounds_done(out) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert _rounds_done(out) >= 1, "the first round never finished"
+        time.sleep(MID_ROUND_S)
+        descendants = psutil.Process(first.pid).children(recursive=True)
+        os.killpg(first.pid, signal.SIGINT)
+        output, _ = first.communicate(timeout=120)
+    finally:
+        _kill_tree(first.pid)  # only if the stop failed: the test fails below then
+    assert first.returncode == 128 + signal.SIGINT, output
+    message = " ".join(output.split())
+    assert "interrupted (stopped by SIGINT)" in message
+    assert "run the same command with --resume to continue" in message
+    assert "Traceback" not in output
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert not alive, [p.name() for p in alive]
+    assert not (out / "server" / "release").exists()
+    state = read_state(out)
+    assert state is not None
+    assert state.status == STOPPED
