@@ -151,7 +151,7 @@ def _shown(message: str, level: int = logging.WARNING) -> bool:
     """Whether Flower's logger lets ``message`` through its filters."""
     flower = logging.getLogger(FLOWER_LOGGER)
     record = flower.makeRecord(FLOWER_LOGGER, level, "x", 1, message, (), None)
-    return all(f.filter(record) for f in flower.filters)
+    return all(f.filter(record) for f in flower.filters if isinstance(f, logging.Filter))
 
 
 def _shown_before_any_stop(message: str, level: int = logging.WARNING) -> bool:

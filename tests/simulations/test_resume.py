@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -103,10 +104,12 @@ def test_a_killed_simulation_resumes_and_every_site_s_ledger_continues(tmp_path:
     assert manifest["rounds"] == 3
 
 
-def test_a_sigterm_ends_ray_says_how_to_continue_and_resume_finishes(tmp_path: Path) -> None:
-    """SIGTERM after the first round: exit 143 with the --resume hint, every process the run
-    started (Ray's daemons and actors) ended, no release; --resume then finishes the run."""
-    out = tmp_path / "sim"
+def _stop_after_the_first_round(
+    out: Path, stop: Callable[[int], None], wait_s: float = 0.0
+) -> tuple[int, str, list[psutil.Process]]:
+    """Start a 6-round smoke simulation in ``out`` (in its own process group, as a terminal's
+    foreground job), call ``stop(pid)`` ``wait_s`` after its first round; its exit status,
+    its output and the processes it had started."""
     environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     first = subprocess.Popen(
         [*_command(out), "--run-config", "federation.num-rounds=6"],
@@ -122,20 +125,42 @@ def test_a_sigterm_ends_ray_says_how_to_continue_and_resume_finishes(tmp_path: P
         while _rounds_done(out) < 1 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(POLL_S)
         assert _rounds_done(out) >= 1, "the first round never finished"
+        time.sleep(wait_s)
         descendants = psutil.Process(first.pid).children(recursive=True)
-        assert descendants  # Ray's daemons and the site's actor
-        first.send_signal(signal.SIGTERM)
+        stop(first.pid)
         output, _ = first.communicate(timeout=120)
     finally:
         _kill_tree(first.pid)  # only if the stop failed: the test fails below then
-    assert first.returncode == 128 + signal.SIGTERM, output
+    return first.returncode, output, descendants
+
+
+def _stopped_cleanly(
+    out: Path, status: int, output: str, descendants: list[psutil.Process], signum: int
+) -> None:
+    """Exit 128 + ``signum`` with the --resume hint and no traceback, every process the run
+    started ended, the run recorded as stopped (not killed), no release."""
+    assert status == 128 + signum, output
     message = " ".join(output.split())
-    assert "interrupted (stopped by SIGTERM)" in message
+    assert f"interrupted (stopped by {signal.Signals(signum).name})" in message
     assert "run the same command with --resume to continue" in message
+    assert "Traceback" not in output
+    assert descendants  # Ray's daemons and the sites' actors
     _, alive = psutil.wait_procs(descendants, timeout=30)
     assert not alive, [p.name() for p in alive]
     assert not (out / "server" / "release").exists()
+    state = read_state(out)
+    assert state is not None
+    assert state.status == STOPPED
 
+
+def test_a_sigterm_ends_ray_says_how_to_continue_and_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM to the simulation's process after the first round: a clean stop; --resume
+    then finishes the run."""
+    out = tmp_path / "sim"
+    status, output, descendants = _stop_after_the_first_round(
+        out, lambda pid: os.kill(pid, signal.SIGTERM)
+    )
+    _stopped_cleanly(out, status, output, descendants, signal.SIGTERM)
     result = CliRunner().invoke(
         app,
         ["simulate", "--preset", "smoke", "--out", str(out), "--resume", "--run-config",
@@ -150,38 +175,9 @@ def test_ctrl_c_in_a_terminal_stops_the_simulation_and_every_process_it_started(
     tmp_path: Path,
 ) -> None:
     """Ctrl-C sends SIGINT to the terminal's whole foreground process group, Ray's processes
-    included: exit 130 with the --resume hint, every process ended, the run recorded as
-    stopped (not killed), no release."""
+    included, here while the sites train round 2 (Flower reported their ends as tracebacks)."""
     out = tmp_path / "sim"
-    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-    first = subprocess.Popen(
-        [*_command(out), "--run-config", "federation.num-rounds=6"],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+    status, output, descendants = _stop_after_the_first_round(
+        out, lambda pid: os.killpg(pid, signal.SIGINT), MID_ROUND_S
     )
-    descendants: list[psutil.Process] = []
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while _rounds_done(out) < 1 and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        assert _rounds_done(out) >= 1, "the first round never finished"
-        time.sleep(MID_ROUND_S)
-        descendants = psutil.Process(first.pid).children(recursive=True)
-        os.killpg(first.pid, signal.SIGINT)
-        output, _ = first.communicate(timeout=120)
-    finally:
-        _kill_tree(first.pid)  # only if the stop failed: the test fails below then
-    assert first.returncode == 128 + signal.SIGINT, output
-    message = " ".join(output.split())
-    assert "interrupted (stopped by SIGINT)" in message
-    assert "run the same command with --resume to continue" in message
-    assert "Traceback" not in output
-    _, alive = psutil.wait_procs(descendants, timeout=30)
-    assert not alive, [p.name() for p in alive]
-    assert not (out / "server" / "release").exists()
-    state = read_state(out)
-    assert state is not None
-    assert state.status == STOPPED
+    _stopped_cleanly(out, status, output, descendants, signal.SIGINT)
