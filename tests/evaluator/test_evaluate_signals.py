@@ -53,7 +53,8 @@ def _stop_when(
     command: list[str], log: Path, ready: Ready, signum: int
 ) -> tuple[subprocess.Popen[bytes], str, list[psutil.Process]]:
     """Start ``command`` (output into ``log``), wait until ``ready(process, output so far)``,
-    send ``signum``; the process, its whole output and the processes it had started."""
+    send ``signum`` (SIGINT to its process group, as a terminal's Ctrl-C); the process, its
+    whole output and the processes it had started."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
@@ -67,7 +68,10 @@ def _stop_when(
             time.sleep(0.05)
         assert process.poll() is None, log.read_text(errors="replace")
         descendants = psutil.Process(process.pid).children(recursive=True)
-        process.send_signal(signum)
+        if signum == signal.SIGINT:  # as Ctrl-C in a terminal: to the whole process group
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
         process.wait(timeout=STOP_TIMEOUT_S)
     finally:
         if process.poll() is None:  # only if the stop failed: the test fails below then
