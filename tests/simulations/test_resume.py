@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 from typer.testing import CliRunner
 
-from common.run_state import STOPPED, read_state
+from common.run_state import RUNNING, STOPPED, read_state
 from simulations.cli import app
 
 RUN_CONFIG = "federation.num-rounds=3"
@@ -77,6 +77,10 @@ def test_a_killed_simulation_resumes_and_every_site_s_ledger_continues(tmp_path:
     charged_before = [len(json.loads(p.read_text())["runs"]) for p in ledgers]
     assert charged_before
     assert min(charged_before) >= killed_at
+    state = read_state(out)
+    assert state is not None
+    assert state.status == RUNNING  # killed outright: nothing could say otherwise
+    assert state.step in (killed_at - 1, killed_at)  # recorded just after rounds.jsonl
 
     result = CliRunner().invoke(
         app,
@@ -92,6 +96,7 @@ def test_a_killed_simulation_resumes_and_every_site_s_ledger_continues(tmp_path:
         ],
     )
     assert result.exit_code == 0, result.output
+    assert f"the previous run in {out} died (killed?) after" in " ".join(result.output.split())
     rounds = [
         json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()
     ]
