@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -24,14 +25,25 @@ from bench.fuzz_property import FUZZ_MAX_VOXELS, run_isolated
 from bench.fuzz_strategies import fuzz_cases
 
 
-def fuzz(examples: int, seed: int, minutes: float = 0.0) -> dict[str, Any]:
-    """Run ``examples`` fuzz cases drawn from ``seed`` (the cases drawn after ``minutes``, when
-    given, are skipped); the figures of the run."""
+class _OutOfTime(BaseException):
+    """The time allowed is spent. Not an ``Exception``: hypothesis lets it through at once,
+    drawing no further case and reporting nothing."""
+
+
+def fuzz(
+    examples: int,
+    seed: int,
+    minutes: float = 0.0,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
+    """Run ``examples`` fuzz cases drawn from ``seed``, or fewer when ``minutes`` (if > 0) run
+    out: no case is drawn or tried after that; the figures of the run (seconds by ``clock``)."""
     statuses: Counter[str] = Counter()
     formats: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     first: dict[str, str] = {}
-    started = time.perf_counter()
+    started = clock()
 
     @settings(
         max_examples=examples,
@@ -43,8 +55,8 @@ def fuzz(examples: int, seed: int, minutes: float = 0.0) -> dict[str, Any]:
     @hypothesis_seed(seed)
     @given(fuzz_cases())
     def one(case: FuzzCase) -> None:
-        if minutes and time.perf_counter() - started > 60.0 * minutes:
-            return
+        if minutes and clock() - started > 60.0 * minutes:
+            raise _OutOfTime
         outcome = run_isolated(case)
         statuses[outcome.status] += 1
         formats[f"{case.layout}/{case.format}"] += 1
@@ -52,7 +64,11 @@ def fuzz(examples: int, seed: int, minutes: float = 0.0) -> dict[str, Any]:
             failures[outcome.kind] += 1
             first.setdefault(outcome.kind, f"{case!r}: {outcome.detail}")
 
-    one()
+    out_of_time = False
+    try:
+        one()
+    except _OutOfTime:
+        out_of_time = True
     return {
         "examples_asked": examples,
         "cases_tried": sum(statuses.values()),
@@ -61,9 +77,10 @@ def fuzz(examples: int, seed: int, minutes: float = 0.0) -> dict[str, Any]:
         "failures_found": sum(failures.values()),
         "failures_by_type": dict(failures),
         "first_failure_of_each_type": first,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(clock() - started, 1),
         "seed": seed,
         "minutes_allowed": minutes or None,
+        "out_of_time": out_of_time,
         "max_voxels": FUZZ_MAX_VOXELS,
     }
 

@@ -22,6 +22,7 @@ from common.cli.support import (
 )
 from common.data.layouts import list_cases
 from common.data.site import SiteReport, check_site, prepare_site
+from common.run_state import refuse_if_in_use
 
 data_app = typer.Typer(help="Check and prepare a site's images.", no_args_is_help=True)
 
@@ -150,6 +151,7 @@ def train_command(
     """Train a generator at one site (also the study's centralised baseline)."""
     flags = {"model.family": model, "data.skip-bad-cases": skip_bad}
     config = build_config(run_config, config_file, flags)
+    refuse_if_in_use(out)  # before the cache in it is replaced
     cache = out / "cache"
     with progress() as bar:
         task = bar.add_task("preparing cases", total=None)

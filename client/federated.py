@@ -24,7 +24,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from client.site_data import ensure_prepared, site_files
-from client.training import planned_steps, resolve_device, train_local
+from client.training import max_steps_notice, planned_steps, resolve_device, train_local
 from common.config import FedsynthConfig, Scalar
 from common.data.dataset import CachedCases
 from common.data.problems import SiteDataError
@@ -117,6 +117,9 @@ def _train_round(
     load_model_arrays(model, arrays)
     global_state = {name: _parameters(model, name) for name in model.nets}
     steps = planned_steps(len(dataset), config)
+    notice = max_steps_notice(len(dataset), config)
+    if notice is not None:
+        LOGGER.warning("round %d: %s", server_round, notice)
     ledger = None
     if config.privacy.enabled:
         ledger = PrivacyLedger.for_cache(files.ledger_dir, dataset.index, config.privacy)

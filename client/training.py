@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from common.atomic import atomic_write_text, disk_full_reported
 from common.config import FedsynthConfig, Scalar, changed_settings, to_run_config
 from common.data.dataset import CachedCases
 from common.interrupts import Interrupted, deferred
@@ -78,11 +79,29 @@ def resolve_device(config: FedsynthConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _steps_per_epoch(dataset_size: int, config: FedsynthConfig) -> int:
+    return max(1, math.ceil(dataset_size / config.training.batch_size))
+
+
 def planned_steps(dataset_size: int, config: FedsynthConfig) -> int:
     """Steps of one run or round: local epochs of (cases / batch size) steps, capped."""
-    per_epoch = max(1, math.ceil(dataset_size / config.training.batch_size))
-    steps = config.training.local_epochs * per_epoch
+    steps = config.training.local_epochs * _steps_per_epoch(dataset_size, config)
     return min(steps, config.training.max_steps) if config.training.max_steps else steps
+
+
+def max_steps_notice(dataset_size: int, config: FedsynthConfig) -> str | None:
+    """What to tell a user whose ``training.max-steps`` asks for more steps than the local
+    epochs take (it only caps them), with the local epochs that would take them; else None."""
+    cap, steps = config.training.max_steps, planned_steps(dataset_size, config)
+    if steps >= cap:
+        return None
+    epochs = math.ceil(cap / _steps_per_epoch(dataset_size, config))
+    return (
+        f"training.max-steps = {cap} only caps the steps: training.local-epochs = "
+        f"{config.training.local_epochs} over {dataset_size} cases in batches of "
+        f"{config.training.batch_size} takes {steps} steps, so {steps} are trained; set "
+        f"training.local-epochs = {epochs} to train {cap}"
+    )
 
 
 def _loader(dataset: CachedCases, config: FedsynthConfig, generator: torch.Generator) -> DataLoader:
@@ -238,7 +257,7 @@ def expected_warnings_silenced() -> Iterator[None]:
 
 
 def _append_metrics(path: Path, step: int, losses: dict[str, float]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
+    with disk_full_reported(path), path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"step": step, **losses}) + "\n")
 
 
@@ -275,7 +294,8 @@ def train_site(
 
     Writes ``model.pt``, ``run.json``, ``metrics.jsonl``, resumable ``checkpoint.pt`` and
     ``run-state.json`` (``common.run_state``). Memory is planned before the ledger is opened;
-    an earlier run in ``run`` that was killed is reported through ``on_notice``.
+    an earlier run in ``run`` that was killed, and a ``training.max-steps`` that caps nothing,
+    are reported through ``on_notice``.
 
     Raises:
         MemoryPlanError: the run would not fit in memory (nothing is charged or written).
@@ -285,9 +305,9 @@ def train_site(
     """
     dataset = CachedCases(cache, config.model.spatial_dims)
     plan = plan_memory(config, len(dataset))
-    notice = previous_run_notice(run)
-    if notice is not None:
-        on_notice(notice)
+    for notice in (previous_run_notice(run), max_steps_notice(len(dataset), config)):
+        if notice is not None:
+            on_notice(notice)
     model = initial_model(config).to(resolve_device(config))
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_FILE
@@ -329,6 +349,22 @@ def train_site(
             checkpoint=save,
             on_step=step_done,
         )
+        summary = _write_run(run, model, config, dataset, outcome, site_name)
+    record.finish(outcome.steps)
+    return summary
+
+
+def _write_run(
+    run: Path,
+    model: GenerativeModel,
+    config: FedsynthConfig,
+    dataset: CachedCases,
+    outcome: TrainingOutcome,
+    site_name: str,
+) -> RunSummary:
+    """After training: ``config.json`` (the settings given), the tumour-volume calibration
+    when asked, ``model.pt`` (with the calibrated settings) and ``run.json``; the summary."""
+    atomic_write_text(run / "config.json", json.dumps(to_run_config(config), indent=2) + "\n")
     calibration: dict[str, Any] = {}
     if config.model.tumour_calibration_cases > 0:
         targets = volume_targets(site_volume_metrics(dataset, config), config)
@@ -336,11 +372,9 @@ def train_site(
             raise AssertionError("a site's volume metrics lack a key its config needs")
         config, found = calibrate_tumour_volume(model, config, targets)
         calibration = found.to_json()
-    (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
-    digest = save_model(run / MODEL_FILE, model, config)
     summary = RunSummary(
         family=model.family,
-        model_hash=digest,
+        model_hash=save_model(run / MODEL_FILE, model, config),
         rounds=1,
         steps=outcome.steps,
         sites=[SiteRecord(site_name, outcome.epsilon, outcome.delta)],
@@ -348,5 +382,4 @@ def train_site(
         calibration=calibration,
     )
     write_summary(run, summary)
-    record.finish(outcome.steps)
     return summary

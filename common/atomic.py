@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,6 +59,19 @@ def is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def refuse_existing_output(out: Path, *, overwrite: bool, ignored: Collection[str] = ()) -> None:
+    """Check, before any work, that ``out`` may be written: not a file, and not a folder with
+    entries (other than those named in ``ignored``) unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: it may not.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(out)
+    if not overwrite and out.is_dir() and any(p.name not in ignored for p in out.iterdir()):
+        raise OutputExistsError(out)
+
+
 @contextmanager
 def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder that replaces ``out`` only if the block succeeds.
@@ -69,10 +82,7 @@ def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         OutputExistsError: ``out`` holds files and ``overwrite`` is false.
     """
     out = out.resolve()
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(out)
-    if is_nonempty_dir(out) and not overwrite:
-        raise OutputExistsError(out)
+    refuse_existing_output(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     staging.chmod(_default_mode(0o777))  # mkdtemp makes it owner-only; `out` gets the usual mode

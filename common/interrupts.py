@@ -45,9 +45,11 @@ class Interrupted(KeyboardInterrupt):
 class _State:
     deferring = 0
     pending: int | None = None
+    stopping = False
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
+    _State.stopping = True
     if _State.deferring:
         _State.pending = signum
         return
@@ -59,6 +61,7 @@ def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted`; the handlers before it
     come back after it. Outside the main thread (where Python cannot handle signals) the block
     runs with the handlers as they are."""
+    _State.stopping = False
     try:
         previous = {signum: signal.signal(signum, _handler) for signum in STOP_SIGNALS}
     except ValueError:  # not the main thread: signals cannot be handled here
@@ -70,6 +73,12 @@ def stop_on_signals() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _State.pending = None
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal has arrived in the current (or last) :func:`stop_on_signals`
+    block: what other threads report after it is the stop's doing."""
+    return _State.stopping
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 
 import tomli_w
 
+from common.atomic import atomic_write_text
 from common.config import Scalar
 from common.nesting import nested
 from deploy.commands import FLWR_EXECUTABLE, daemon_environment
@@ -75,9 +76,8 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Path) -> 
             },
         }
     }
-    flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
-    path.write_text(tomli_w.dumps(config), encoding="utf-8")
+    atomic_write_text(path, tomli_w.dumps(config))
     return path
 
 
@@ -106,14 +106,13 @@ def stage_app(project: Path, dest: Path, packages: Sequence[str] | None = None) 
         if not (project / package).is_dir():
             raise SettingError(f"{project / package}: package folder missing from the project")
         shutil.copytree(project / package, dest / package, ignore=STAGE_IGNORE)
-    (dest / "pyproject.toml").write_text(tomli_w.dumps(pyproject), encoding="utf-8")
+    atomic_write_text(dest / "pyproject.toml", tomli_w.dumps(pyproject))
     return dest
 
 
 def write_run_config(path: Path, run_config: Mapping[str, Scalar]) -> Path:
     """Write run-config overrides (dotted keys) as the TOML file ``flwr run --run-config`` reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(nested(run_config, ".")), encoding="utf-8")
+    atomic_write_text(path, tomli_w.dumps(nested(run_config, ".")))
     return path
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, TaskID
 
-from common.cli.support import ConfigFileOption, RunConfigOption, console, progress, user_errors
+from common.cli.support import (
+    ConfigFileOption,
+    RunConfigOption,
+    console,
+    progress,
+    user_errors,
+    warn,
+)
 from common.config import Scalar, parse_run_config_args
 from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
 
@@ -70,6 +77,7 @@ def evaluate_command(
             overrides=overrides,
             overwrite=overwrite,
             on_progress=steps,
+            on_notice=warn,
         )
         steps.finish()
     results = outcome.results

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from common.config import FedsynthConfig
+from common.memory.plan import MemoryPlan
 from common.release import release_intensity
 from common.seeding import numpy_rng
 from evaluator.cases import EvalCase
@@ -52,14 +53,15 @@ def utility_recipe(config: FedsynthConfig) -> SegmentationRecipe:
     return recipe
 
 
-def plan_utility(config: FedsynthConfig, grid: tuple[int, ...]) -> None:
-    """Check, before the evaluation starts, that its segmentation training fits in memory.
+def plan_utility(config: FedsynthConfig, grid: tuple[int, ...]) -> MemoryPlan:
+    """Check, before the evaluation starts, that its segmentation training fits in memory;
+    its plan (the estimated peak).
 
     Raises:
         MemoryPlanError: it would not; the message says what to change.
     """
     num_classes = schema_num_classes(config.data.modality)
-    plan_utility_memory(config, grid, num_classes, utility_recipe(config))
+    return plan_utility_memory(config, grid, num_classes, utility_recipe(config))
 
 
 def utility(

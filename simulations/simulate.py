@@ -12,12 +12,12 @@ A simulation folder ``RUN`` holds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,22 @@ def _stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_kept_from_ray() -> Iterator[None]:
+    """Within the block ``ray.init`` leaves the process's SIGTERM handler alone. Ray's own
+    (``sys.exit`` in the driver) would unwind Flower's simulation, its threads reporting the
+    actors this ends as tracebacks, before fedsynth knew of the stop; fedsynth's
+    (``common.interrupts``) stops a simulation as it stops every command."""
+    from ray._private import utils as ray_utils
+
+    ray_handler = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda _handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = ray_handler
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,7 @@ def simulate(
         "num_gpus": config.simulation.gpus_per_site,
     }
     os.environ.update(QUIET_ENVIRONMENT)
-    with warnings.catch_warnings(), record.stopped_on_error():
+    with warnings.catch_warnings(), record.stopped_on_error(), _sigterm_kept_from_ray():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         try:
@@ -183,11 +199,6 @@ def simulate(
         except Interrupted:
             _stop_ray()
             raise
-        except SystemExit as err:  # ray.init's SIGTERM handler, where it runs in this thread
-            if err.code != signal.SIGTERM:
-                raise
-            _stop_ray()
-            raise Interrupted(signal.SIGTERM) from None
     record.finish(config.federation.num_rounds)
     server_dir = out / SERVER_DIR
     return SimulationOutcome(

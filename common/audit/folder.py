@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_directory, is_nonempty_dir
+from common.atomic import atomic_directory, refuse_existing_output
 from common.audit.inputs import (
     AuditInputError,
     audit_config,
@@ -26,7 +26,6 @@ from common.audit.run import Audit, SearchProgress, run_audit
 from common.audit.search import CaseSet
 from common.config import FedsynthConfig, Scalar
 from common.data.schema import schema_for
-from common.errors import OutputExistsError
 from common.models.checkpoint import load_model
 from common.models.interface import GenerativeModel
 from common.release import read_manifest
@@ -119,8 +118,7 @@ def audit_folder(
         SiteDataError: real cases have problems and ``data.skip-bad-cases`` is off.
     """
     say = on_step or (lambda _: None)
-    if (out.exists() and not out.is_dir()) or (is_nonempty_dir(out) and not overwrite):
-        raise OutputExistsError(out)
+    refuse_existing_output(out, overwrite=overwrite)
     if not release.is_dir():
         raise AuditInputError(f"{release}: no such folder; give a release folder (--synthetic)")
     if holdout is not None and holdout.resolve() == train.resolve():

@@ -31,7 +31,12 @@ from common.cli.guard import (
     write_crash_log,
 )
 from common.config import FedsynthConfig, Scalar, load_config, log_config, parse_run_config_args
-from common.interrupts import Interrupted, exit_without_waiting_for_threads, stop_on_signals
+from common.interrupts import (
+    Interrupted,
+    exit_without_waiting_for_threads,
+    stop_on_signals,
+    stop_requested,
+)
 
 console = Console()
 error_console = Console(stderr=True)
@@ -50,6 +55,10 @@ ConfigFileOption = typer.Option(
     help="A TOML file of settings (flat dotted keys, or a pyproject [tool.flwr.app.config]).",
     dir_okay=False,
 )
+
+
+AGAIN = "run the same command again to start over"
+"""How to continue a stopped command that has nothing to resume from."""
 
 
 def _error(text: str) -> None:
@@ -79,11 +88,11 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Interrupted as err:
-            _error(f"interrupted ({err}); nothing partial was kept{_then(err.hint)}")
+            _error(f"interrupted ({err}); nothing partial was kept{_then(err.hint or AGAIN)}")
             exit_without_waiting_for_threads(err.exit_code)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            _error("interrupted; nothing partial was kept")
+            _error(f"interrupted; nothing partial was kept{_then(AGAIN)}")
             raise typer.Exit(INTERRUPTED_EXIT) from None
         except Exception as err:  # the last line of defence: nothing escapes as a traceback
             message = environment_message(err)
@@ -196,9 +205,13 @@ FLOWER_NOISE = (
     "The `run_simulation` function is deprecated",
     "fraction_evaluate is set to 0.0",  # fedsynth evaluates centrally, never at the sites
 )
-"""Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine)."""
+"""Flower log lines fedsynth users cannot act on (fedsynth drives the simulation engine).
+After a stop signal every Flower line is left out too: its threads report the Ray actors the
+stop ends, mid-round, as errors with tracebacks."""
 
 
 class _FlowerNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if stop_requested():
+            return False
         return not any(text in record.getMessage() for text in FLOWER_NOISE)

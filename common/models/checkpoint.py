@@ -117,7 +117,11 @@ def payload_config(path: Path, payload: dict[str, Any], what: str) -> FedsynthCo
     try:
         config = load_config(payload["run_config"])
     except ConfigError as err:
-        raise CheckpointError(f"{path}: the {what}'s settings are invalid ({err})") from None
+        raise CheckpointError(
+            f"{path}: the {what}'s settings are invalid ({err}); the file was altered or "
+            "written by another fedsynth version: use the file as its run wrote it, or train "
+            "again"
+        ) from None
     if config.model.family != payload["family"]:
         raise CheckpointError(
             f"{path}: the {what} says family {payload['family']!r} but its settings say "

@@ -3,11 +3,14 @@ counted failure, not the end of the run."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
+from bench import fuzz as fuzz_module
 from bench import fuzz_property
 from bench.fuzz import fuzz
 from bench.fuzz_files import FuzzCase, SetField
@@ -52,8 +55,32 @@ def test_a_fault_of_the_fuzzer_itself_is_named_as_such(monkeypatch: pytest.Monke
     assert (outcome.status, outcome.kind) == ("failure", "FuzzerError(KeyError)")
 
 
-def test_a_run_out_of_time_skips_the_cases_left() -> None:
-    figures = fuzz(examples=5, seed=0, minutes=1e-9)
-    assert figures["examples_asked"] == 5
-    assert figures["cases_tried"] == 0
-    assert figures["minutes_allowed"] == 1e-9
+def test_a_run_out_of_time_draws_no_further_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock at 0 s, then 30 s more at each reading, and 2 minutes allowed: cases are tried
+    at 30, 60, 90 and 120 s; the fifth, drawn at 150 s, is the last case drawn."""
+    drawn: list[FuzzCase] = []
+    strategy = fuzz_module.fuzz_cases
+    monkeypatch.setattr(fuzz_module, "fuzz_cases", lambda: strategy().map(_record(drawn)))
+    monkeypatch.setattr(fuzz_module, "run_isolated", lambda _: Outcome("read"))
+    figures = fuzz(examples=50, seed=0, minutes=2.0, clock=itertools.count(0, 30).__next__)
+    assert figures["cases_tried"] == 4
+    assert figures["outcomes"] == {"read": 4}
+    assert len(drawn) == 5  # not 50: the time allowed is real
+    assert figures["out_of_time"] is True
+    assert figures["seconds"] == 180  # the clock's sixth reading
+    assert figures["minutes_allowed"] == 2.0
+
+
+def test_a_run_in_time_tries_every_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fuzz_module, "run_isolated", lambda _: Outcome("read"))
+    figures = fuzz(examples=6, seed=0, minutes=2.0, clock=itertools.count(0, 1).__next__)
+    assert figures["cases_tried"] == 6
+    assert figures["out_of_time"] is False
+
+
+def _record(drawn: list[FuzzCase]) -> Callable[[FuzzCase], FuzzCase]:
+    def record(case: FuzzCase) -> FuzzCase:
+        drawn.append(case)
+        return case
+
+    return record

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from data_support import tiny_ct, write_pattern_case
 from typer.testing import CliRunner
 
+import common.cli.support as support
 from client.cli import data_app
 
 RUNNER = CliRunner()
@@ -54,18 +56,24 @@ def _cut_case(site: Path) -> Path:
     return path
 
 
-def test_check_shows_a_truncated_file_in_the_table(ct_site: Path) -> None:
+def test_check_shows_a_truncated_file_in_the_table(
+    ct_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(support.console, "width", 80)  # the terminal
     cut = _cut_case(ct_site)
     result = RUNNER.invoke(data_app, ["check", str(ct_site)])
     assert result.exit_code == 1, result.output
     assert "Aborted" not in result.output
     assert "Traceback" not in result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│ ")]
+    assert max(len(row) for row in rows) <= 80
     assert [row.split("│")[1].strip() for row in rows if row.split("│")[1].strip()] == [
         "a",
         "b",
         "cut",
     ]
+    problems = [row.split("│")[-2].strip() for row in rows]
+    assert [cell for cell in problems if cell] == ["ok", "ok", "unreadable"]  # one line each
     assert "unreadable" in result.output
     below = result.output.split("┘")[-1]  # problems in full under the 80-column table
     prose = " ".join(line.strip() for line in below.splitlines())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 from pathlib import Path
@@ -9,15 +11,18 @@ from pathlib import Path
 import pytest
 from model_support import tiny_config
 
-from client.training import planned_steps, train_site
+from client import training
+from client.training import max_steps_notice, planned_steps, train_site
 from common.config import FedsynthConfig
 from common.data.cache import read_cache
 from common.data.dataset import CachedCases
 from common.data.site import prepare_site
+from common.errors import DiskFullError
 from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import CheckpointError, load_model
 from common.privacy.accounting import compute_epsilon
 from common.privacy.ledger import BudgetExceededError, PrivacyLedger
+from common.run_state import STOPPED, previous_run_notice, read_state
 from common.runs import read_summary
 from simulations.phantoms import write_cohort
 
@@ -45,6 +50,65 @@ def test_planned_steps() -> None:
     assert planned_steps(8, config) == 2 * 3  # ceil(8 / 3) steps per epoch
     capped = tiny_config(**{"training.local-epochs": 3, "training.max-steps": 4})
     assert planned_steps(8, capped) == 4
+
+
+def test_a_max_steps_above_what_the_local_epochs_take_says_how_they_combine() -> None:
+    """The issue's case: 40 cases in batches of 4 are 10 steps an epoch."""
+    asked = tiny_config(**{"training.max-steps": 1500})
+    assert planned_steps(40, asked) == 10
+    assert max_steps_notice(40, asked) == (
+        "training.max-steps = 1500 only caps the steps: training.local-epochs = 1 over 40 "
+        "cases in batches of 4 takes 10 steps, so 10 are trained; set training.local-epochs "
+        "= 150 to train 1500"
+    )
+    for cap in (0, 9, 10):  # no cap, a real cap, exactly the epochs' steps
+        assert max_steps_notice(40, tiny_config(**{"training.max-steps": cap})) is None
+
+
+def test_a_run_tells_its_user_when_max_steps_caps_nothing(tmp_path: Path) -> None:
+    config = tiny_config(**{**SETTINGS, "training.local-epochs": 1, "training.max-steps": 5})
+    cache = _site(tmp_path, config)
+    notices: list[str] = []
+    summary = train_site(
+        config, cache, tmp_path / "run", site_name="a", ledger_dir=tmp_path / "l",
+        on_notice=notices.append,
+    )  # fmt: skip
+    assert summary.steps == 2  # 8 cases in batches of 4, once
+    assert notices == [max_steps_notice(8, config)]
+    assert "set training.local-epochs = 3 to train 5" in notices[0]
+
+
+def test_a_run_failing_after_its_steps_is_stopped_not_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the model file is written: the run reported it, so the next attempt
+    must not say it was killed."""
+    config = tiny_config(**{**SETTINGS, "training.local-epochs": 1})
+    cache, run = _site(tmp_path, config), tmp_path / "run"
+
+    def disk_full(path: Path, *_: object) -> str:
+        raise DiskFullError(path)
+
+    monkeypatch.setattr(training, "save_model", disk_full)
+    with pytest.raises(DiskFullError, match=r"model\.pt is full"):
+        train_site(config, cache, run, site_name="a", ledger_dir=tmp_path / "l")
+    state = read_state(run)
+    assert state is not None
+    assert (state.status, state.step) == (STOPPED, 2)  # both steps done, then the disk
+    assert previous_run_notice(run) is None
+
+
+def test_a_full_disk_while_a_step_is_logged_names_the_metrics_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FullDisk(io.StringIO):
+        def write(self, _: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", lambda *_, **__: FullDisk())
+    metrics = tmp_path / "metrics.jsonl"
+    with pytest.raises(DiskFullError, match=f"the disk holding {metrics} is full"):
+        training._append_metrics(metrics, 2, {"loss": 0.5})
 
 
 def test_run_writes_model_summary_and_charges_the_ledger(tmp_path: Path) -> None:

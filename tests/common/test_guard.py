@@ -4,6 +4,7 @@ traceback or "Aborted.", and a bug leaves its traceback in a log file."""
 from __future__ import annotations
 
 import errno
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 import common.cli.guard as guard
 from common.cli.support import user_errors
 from common.errors import DataError
+from common.interrupts import Interrupted
 from simulations.cli import app as fedsynth_app
 
 RUNNER = CliRunner()
@@ -109,8 +111,23 @@ def test_a_bug_whose_log_cannot_be_written_still_is_a_message(
 def test_ctrl_c_is_a_message_with_the_shell_status() -> None:
     result = RUNNER.invoke(_app(_raise(KeyboardInterrupt())), [])
     assert result.exit_code == guard.INTERRUPTED_EXIT
-    assert "interrupted" in result.output
+    text = " ".join(result.output.split())
+    assert "interrupted; nothing partial was kept; run the same command again to start" in text
     assert "Aborted" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("stop", "continuing"),
+    [
+        (Interrupted(signal.SIGTERM), "run the same command again to start over"),
+        (Interrupted(signal.SIGTERM, "run it with --resume"), "run it with --resume"),
+    ],
+)
+def test_a_stop_by_signal_says_how_to_continue(stop: Interrupted, continuing: str) -> None:
+    result = RUNNER.invoke(_app(_raise(stop)), [])
+    assert result.exit_code == 128 + signal.SIGTERM
+    text = " ".join(result.output.split())
+    assert f"interrupted (stopped by SIGTERM); nothing partial was kept; {continuing}" in text
 
 
 def test_data_check_of_a_reader_raising_eof_is_a_message(

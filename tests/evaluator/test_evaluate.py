@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from model_support import TINY, release_of_cache
 from typer.testing import CliRunner
 
+import evaluator.evaluate as evaluate_module
 from common.config import load_config
 from common.data.site import prepare_site
+from common.errors import OutputExistsError
+from common.memory.estimate import gib
 from common.memory.plan import MemoryPlanError
 from common.models.checkpoint import save_model
 from common.models.registry import build_model
+from common.run_state import FINISHED, RUN_STATE_FILE, RUNNING, read_state
 from common.runs import MODEL_FILE
 from common.strict_json import json_ready
+from evaluator.cases import EvaluationInputError
 from evaluator.evaluate import EVALUATION_FILE, REPORT_FILE, ProgressEvent, evaluate
+from evaluator.utility_section import plan_utility
 from simulations.cli import app
 from simulations.phantoms import write_cohort
 
@@ -88,6 +99,8 @@ def test_the_command_reports_and_refuses_bad_inputs_with_messages(
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
     assert result.exit_code == 0, result.output
     assert "evaluated 3 synthetic against 3 real cases" in result.output
+    for step in ("reading the release", "realism: MAE and MS-SSIM"):  # lines off a terminal
+        assert f"{step}: started" in result.output.splitlines()
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "e"), *parts])
     assert result.exit_code == 2
     assert "already exists" in result.output
@@ -101,6 +114,122 @@ def test_the_command_reports_and_refuses_bad_inputs_with_messages(
     assert "no manifest.json" in result.output
     assert not (tmp_path / "m").exists()
     assert not (tmp_path / "n").exists()
+
+
+KILLER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from pathlib import Path
+    from evaluator.evaluate import evaluate
+
+    release, real, out, overrides, killed_at = sys.argv[1:]
+
+    def progress(event):
+        if event.step == killed_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+
+    evaluate(Path(release), Path(real), Path(out), overrides=json.loads(overrides),
+             on_progress=progress)
+    """
+)
+QUICK_UTILITY = {
+    "evaluation.parts": "realism,utility",
+    "evaluation.utility-iterations": 2,
+    "evaluation.utility-seeds": 1,
+    "evaluation.utility-arms": "real",
+}
+
+
+def test_an_evaluation_killed_outright_is_reported_by_the_next_one(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    args = [str(world["release"]), str(world["real"]), str(out), json.dumps(QUICK_UTILITY)]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, *args, "segmentation utility"],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(p.name for p in out.iterdir()) == [RUN_STATE_FILE]
+    state = read_state(out)
+    assert state is not None
+    assert (state.status, state.stage, state.step, state.steps) == (
+        RUNNING,
+        "segmentation utility",
+        2,  # the real cases and realism done
+        3,
+    )
+    config = load_config({**SETTINGS, **QUICK_UTILITY})
+    assert state.estimated_peak == plan_utility(config, config.data.target_shape).needed
+    assert state.settings["evaluation.parts"] == "realism,utility"
+
+    settings = " ".join(f"{key}={json.dumps(value)}" for key, value in QUICK_UTILITY.items())
+    base = ["evaluate", "--synthetic", str(world["release"]), "--real", str(world["real"])]
+    result = CliRunner().invoke(app, [*base, "--out", str(out), "--run-config", settings])
+    assert result.exit_code == 0, result.output  # a folder holding a dead run's record only
+    text = " ".join(result.output.split())
+    assert f"warning: the previous run in {out} died (killed?) after" in text
+    assert "during segmentation utility (step 3 of 3); its estimated peak memory was " in text
+    assert f"was {gib(state.estimated_peak)}; if the machine ran out of memory" in text
+    finished = read_state(out)
+    assert finished is not None
+    assert (finished.status, finished.step) == (FINISHED, 3)
+    assert sorted(p.name for p in out.iterdir()) == [EVALUATION_FILE, REPORT_FILE, RUN_STATE_FILE]
+
+
+def test_an_existing_output_is_refused_before_any_work(
+    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*_: object) -> None:
+        raise AssertionError("the release was read")
+
+    monkeypatch.setattr(evaluate_module, "load_release", never)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="already exists and is not empty"):
+        evaluate(world["release"], world["real"], tmp_path / "eval")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputExistsError):
+        evaluate(world["release"], world["real"], tmp_path / "file", overwrite=True)
+
+
+def test_an_evaluation_that_fails_leaves_no_record_and_the_old_output_as_it_was(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    fresh, kept = tmp_path / "fresh", tmp_path / "kept"
+    with pytest.raises(EvaluationInputError, match="no such folder"):
+        evaluate(world["release"], tmp_path / "nowhere", fresh, overrides=REALISM_ONLY)
+    assert not fresh.exists()
+    evaluate(world["release"], world["real"], kept, overrides=REALISM_ONLY)
+    before = {p.name: p.read_bytes() for p in kept.iterdir() if p.name != RUN_STATE_FILE}
+    with pytest.raises(EvaluationInputError, match="no such folder"):
+        evaluate(
+            world["release"], tmp_path / "nowhere", kept, overrides=REALISM_ONLY, overwrite=True
+        )
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+
+
+def test_a_run_whose_model_file_holds_invalid_settings_is_refused(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    payload = torch.load(world["run"] / MODEL_FILE, weights_only=True)
+    payload["run_config"] = {**payload["run_config"], "model.norm-groups": 0}
+    torch.save(payload, run / MODEL_FILE)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--synthetic", str(world["release"]), "--real", str(world["real"]),
+         "--out", str(out), "--run", str(run), "--run-config", 'evaluation.parts="realism"'],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{run / MODEL_FILE}:" in result.output.replace("\n", "")
+    text = " ".join(result.output.split())
+    assert "the model file's settings are invalid (model.norm-groups = 0 is below its" in text
+    assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_a_utility_study_that_would_not_fit_in_memory_is_refused_before_it_starts(

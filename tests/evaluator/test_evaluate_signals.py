@@ -53,7 +53,8 @@ def _stop_when(
     command: list[str], log: Path, ready: Ready, signum: int
 ) -> tuple[subprocess.Popen[bytes], str, list[psutil.Process]]:
     """Start ``command`` (output into ``log``), wait until ``ready(process, output so far)``,
-    send ``signum``; the process, its whole output and the processes it had started."""
+    send ``signum`` (SIGINT to its process group, as a terminal's Ctrl-C); the process, its
+    whole output and the processes it had started."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
@@ -67,7 +68,10 @@ def _stop_when(
             time.sleep(0.05)
         assert process.poll() is None, log.read_text(errors="replace")
         descendants = psutil.Process(process.pid).children(recursive=True)
-        process.send_signal(signum)
+        if signum == signal.SIGINT:  # as Ctrl-C in a terminal: to the whole process group
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
         process.wait(timeout=STOP_TIMEOUT_S)
     finally:
         if process.poll() is None:  # only if the stop failed: the test fails below then
@@ -109,7 +113,8 @@ def test_a_stopped_evaluation_ends_its_radiomics_workers_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path, signum: int) -> None:
     site, _ = _world(tmp_path, 16)
     out = tmp_path / "prepared"
     command = [
@@ -120,8 +125,9 @@ def test_a_stopped_prepare_leaves_no_cache_and_no_staging(tmp_path: Path) -> Non
     def preparing(_: psutil.Process, output: str) -> bool:
         return "preparing cases" in output
 
-    process, output, _ = _stop_when(command, tmp_path / "log", preparing, signal.SIGTERM)
-    _stopped_cleanly(process, output, signal.SIGTERM)
+    process, output, _ = _stop_when(command, tmp_path / "log", preparing, signum)
+    _stopped_cleanly(process, output, signum)
+    assert "run the same command again to start over" in " ".join(output.split())
     assert "cases into" not in output  # the line of a finished prepare
     assert not out.exists()
     assert not list(tmp_path.glob(".prepared.*"))

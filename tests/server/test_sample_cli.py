@@ -130,3 +130,30 @@ def test_sample_refuses_a_model_file_carrying_code(
     assert "Traceback" not in result.output
     assert calls == []
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"model.chanels": "8"}, "unknown setting 'model.chanels'"),
+        ({"model.sampling-steps": 0}, "model.sampling-steps"),
+    ],
+    ids=["unknown-key", "out-of-range"],
+)
+def test_sample_refuses_a_model_file_whose_settings_are_invalid(
+    tmp_path: Path, change: dict[str, Scalar], named: str
+) -> None:
+    _run(tmp_path)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["run_config"] = {**payload["run_config"], **change}
+    torch.save(payload, tmp_path / "model.pt")
+    out = tmp_path / "release"
+    result = RUNNER.invoke(app, ["sample", "--run", str(tmp_path), "--n", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'model.pt'}:" in result.output.replace("\n", "")  # a path wraps anywhere
+    text = " ".join(result.output.split())
+    assert "the model file's settings are invalid" in text
+    assert named in text
+    assert "altered or written by another fedsynth version" in text
+    assert "Traceback" not in result.output
+    assert not out.exists()

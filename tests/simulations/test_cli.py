@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from common.cli.support import FLOWER_LOGGER, setup_logging
+from common.interrupts import Interrupted, stop_on_signals
 from simulations.cli import app
 
 RUNNER = CliRunner()
@@ -142,22 +147,38 @@ def test_verbose_logs_every_setting(tmp_path: Path) -> None:
     assert "config phantoms.site-tumour-scale" in result.output
 
 
+def _shown(message: str, level: int = logging.WARNING) -> bool:
+    """Whether Flower's logger lets ``message`` through its filters."""
+    flower = logging.getLogger(FLOWER_LOGGER)
+    record = flower.makeRecord(FLOWER_LOGGER, level, "x", 1, message, (), None)
+    return all(f.filter(record) for f in flower.filters if isinstance(f, logging.Filter))
+
+
+def _shown_before_any_stop(message: str, level: int = logging.WARNING) -> bool:
+    """:func:`_shown` in a fresh stop_on_signals block (a stop signal of an earlier test in
+    this process would hold otherwise)."""
+    with stop_on_signals():
+        return _shown(message, level)
+
+
 def test_flower_lines_users_cannot_act_on_are_filtered_and_the_rest_kept() -> None:
-    import logging
-
-    from common.cli.support import FLOWER_LOGGER, setup_logging
-
     setup_logging(False)
     flower = logging.getLogger(FLOWER_LOGGER)
     assert flower.level == logging.WARNING
     assert flower.propagate is False
-
-    def shown(message: str) -> bool:
-        record = flower.makeRecord(FLOWER_LOGGER, logging.WARNING, "x", 1, message, (), None)
-        return all(f.filter(record) for f in flower.filters)
-
-    assert not shown("fraction_evaluate is set to 0.0. Federated evaluation will be skipped.")
-    assert not shown("DEPRECATED FEATURE: The `run_simulation` function is deprecated and ...")
-    assert shown("Received error in reply from node 7")
+    assert not _shown_before_any_stop("fraction_evaluate is set to 0.0. Federated evaluation ...")
+    assert not _shown_before_any_stop("The `run_simulation` function is deprecated and ...")
+    assert _shown_before_any_stop("Received error in reply from node 7")
     setup_logging(True)
     assert flower.level == logging.INFO
+
+
+def test_after_a_stop_signal_flower_reports_nothing() -> None:
+    """Its threads would report each Ray actor the stop ends as an error with a traceback."""
+    setup_logging(False)
+    died = "The actor died unexpectedly before finishing this task."
+    assert _shown_before_any_stop(died, logging.ERROR)
+    with pytest.raises(Interrupted), stop_on_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+    assert not _shown(died, logging.ERROR)  # after the block too: the process is ending
+    assert _shown_before_any_stop(died, logging.ERROR)  # a new block starts afresh
