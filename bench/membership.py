@@ -5,7 +5,10 @@ for many steps without DP (a memoriser) and again, with the same settings, with 
 ``--epsilon`` (its twin); the attack of ``common.audit.membership`` then scores those members
 against ``--non-members`` held-out cases of the same site profile (the same scanner, patients
 drawn alike, so that only membership differs). Each arm reports its ROC AUC with the bootstrap
-interval, its steps, epsilon, noise multiplier and seconds; each family and arm the mean AUC
+interval, its steps, epsilon, noise multiplier, training's wall and CPU seconds (on a shared
+machine the CPU seconds, with one torch thread, say what the training costs; the wall seconds
+also what else ran: the load average at its start is kept beside them); each family and arm the
+mean AUC
 over the seeds. tests/client/test_memorisers.py runs one seed of these settings.
 
     python -m bench.membership [--seeds 1,2,3,4 --non-members 8 --epsilon 8]
@@ -16,6 +19,7 @@ Results go to bench/results.json under "membership".
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,6 +91,10 @@ class Arm:
     outcome: TrainingOutcome
     seconds: float
     """Training's wall time."""
+    cpu_seconds: float
+    """Training's CPU time (this process)."""
+    load_average: float
+    """The machine's 1-minute load average when training started."""
 
 
 def split_site(config: FedsynthConfig, root: Path, non_members: int) -> tuple[Path, Path]:
@@ -116,16 +124,21 @@ def train_and_attack(settings: dict[str, Scalar], root: Path, non_members: int) 
     if config.privacy.enabled:
         ledger = PrivacyLedger.for_cache(root / "ledger", dataset.index, config.privacy)
     model = build_model(config)
-    started = time.perf_counter()
+    load_average = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
     outcome = train_local(
         model, dataset, config, stage=("bench-membership",), ledger=ledger, run_id=root.name
     )
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     members, _ = load_real_cases(members_dir, config)
     holdout, _ = load_real_cases(holdout_dir, config)
     model.train_mode(False)
     return Arm(
-        membership_attack(model, members, holdout, config.audit, config.seed), outcome, seconds
+        membership_attack(model, members, holdout, config.audit, config.seed),
+        outcome,
+        seconds,
+        cpu_seconds,
+        load_average,
     )
 
 
@@ -151,6 +164,8 @@ def arm_json(arm: Arm, seed: int) -> dict[str, Any]:
         "epsilon": arm.outcome.epsilon,
         "noise_multiplier": arm.outcome.noise_multiplier,
         "train_seconds": round(arm.seconds, 1),
+        "train_cpu_seconds": round(arm.cpu_seconds, 1),
+        "load_average_1min_at_start": round(arm.load_average, 2),
     }
 
 
