@@ -40,7 +40,7 @@ def audit_round(content: RecordDict, node_config: dict[str, Scalar]) -> RecordDi
         return _audit_round(content, node_config)
     except Exception as error:
         LOGGER.exception("this site could not audit the candidates")
-        raise RoundRefusedError(failure_reason(error)) from error
+        raise RoundRefusedError(failure_reason(error, "audit")) from error
 
 
 def _holdout(node_config: dict[str, Scalar], config: FedsynthConfig) -> CaseSet | None:

@@ -82,8 +82,9 @@ def train_round(content: RecordDict, node_config: dict[str, Scalar], attempt_id:
         raise RoundRefusedError(failure_reason(error)) from error
 
 
-def failure_reason(error: BaseException) -> str:
-    """What the server may learn about a site's failure: its kind, never a path or case id."""
+def failure_reason(error: BaseException, message: str = "train") -> str:
+    """What the server may learn about a site's failure: its kind, never a path or case id;
+    ``message`` names the kind of message that failed (``train`` or ``audit``)."""
     if isinstance(error, BudgetExceededError):
         return (
             f"privacy budget: the planned rounds would bring {error.cases_over} of "
@@ -97,7 +98,7 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, LedgerError):
         return "privacy ledger problem: see the site's log"
     if isinstance(error, ExchangeError | ConfigError):
-        return f"bad train message: {error}"
+        return f"bad {message} message: {error}"
     return f"site error ({type(error).__name__}): see the site's log"
 
 

@@ -11,9 +11,12 @@ from federation_support import smoke_config
 from federation_support import task_identity as task_identity  # fixture
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from client.app import REFUSED_CODE, train
+from client.app import AUDIT_REFUSED_CODE, REFUSED_CODE, audit, train
+from client.audit_round import audit_round
 from client.federated import RoundRefusedError, failure_reason, proximal_pull, train_round
 from client.site_data import DEFAULT_LEDGER_DIR, SiteFiles, ensure_prepared, site_files
+from common.audit.exchange import CANDIDATES_KEY, candidates_content
+from common.audit.search import CaseSet
 from common.config import FedsynthConfig
 from common.data.problems import SiteDataError
 from common.errors import ConfigError, DataError
@@ -135,14 +138,24 @@ def test_a_round_that_would_not_fit_in_memory_is_refused_before_the_ledger(
     assert not (tmp_path / "ledger").exists()  # no ledger opened, nothing charged
 
 
+def _candidates(config: FedsynthConfig) -> RecordDict:
+    """An audit message's content: two blank candidates on the run's grid."""
+    x, y, z = config.data.target_shape
+    blank = CaseSet(torch.zeros(2, z, y, x), torch.zeros(2, z, y, x, dtype=torch.uint8))
+    return candidates_content(blank, config, "run-1")
+
+
 @pytest.mark.usefixtures("task_identity")
-def test_the_client_app_answers_a_refused_round_with_an_error_naming_no_file(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["train", "query.audit"])
+def test_the_client_app_answers_a_refused_message_with_an_error_naming_no_file(
+    tmp_path: Path, kind: str
 ) -> None:
+    """A train round and the federated audit alike: the site's data is unreadable."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "x_image.nii.gz").write_bytes(b"garbage")
     config = smoke_config()
-    message = Message(_content(config), dst_node_id=7, message_type="train")
+    content = _content(config) if kind == "train" else _candidates(config)
+    message = Message(content, dst_node_id=7, message_type=kind)
     context = Context(
         run_id=1,
         node_id=7,
@@ -150,12 +163,22 @@ def test_the_client_app_answers_a_refused_round_with_an_error_naming_no_file(
         state=RecordDict(),
         run_config={},
     )
-    reply = train(message, context)
+    reply = (train if kind == "train" else audit)(message, context)
     assert reply.has_error()
-    assert reply.error.code == REFUSED_CODE
-    assert "site data problem" in reply.error.reason
+    assert reply.error.code == (REFUSED_CODE if kind == "train" else AUDIT_REFUSED_CODE)
+    assert reply.error.reason.startswith("site data problem")
     assert str(tmp_path) not in reply.error.reason
     assert "x_image" not in reply.error.reason
+
+
+def test_an_audit_message_without_candidates_is_refused_as_an_audit(
+    site: Path, tmp_path: Path
+) -> None:
+    content = _candidates(smoke_config())
+    del content[CANDIDATES_KEY]
+    with pytest.raises(RoundRefusedError, match="bad audit message: an audit message needs"):
+        audit_round(content, _node(site, tmp_path))  # type: ignore[arg-type]
+    assert not (tmp_path / "ledger").exists()
 
 
 def test_a_train_message_without_settings_is_refused(site: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.audit.calibration import HOLDOUT, LEAVE_ONE_OUT, calibrate
+from common.audit.run import run_audit
 from common.audit.search import SPACES, CaseSet, Neighbours, search
 from common.audit.shifted import Layout, image_references, label_references, spectra_bytes
 from common.audit.summary import closer_to_training, identifiability, ratios
@@ -82,6 +83,18 @@ def test_search_refuses_an_empty_reference_or_another_grid() -> None:
         )
     with pytest.raises(ValueError, match="different grids"):
         search(_cases(0, 1, size=16), _cases(0, 2, size=12), (1,), SETTINGS)
+
+
+def test_run_audit_refuses_no_candidates_an_id_short_or_one_training_case() -> None:
+    train, query = _cases(0, 3), _cases(1, 2)
+    no_candidates = CaseSet(query.images[:0], query.labels[:0])
+    with pytest.raises(ValueError, match="needs synthetic cases, one id each"):
+        run_audit(no_candidates, [], train, None, (1, 2), SETTINGS)
+    with pytest.raises(ValueError, match="needs synthetic cases, one id each"):
+        run_audit(query, ["only-one"], train, None, (1, 2), SETTINGS)
+    one = CaseSet(train.images[:1], train.labels[:1])
+    with pytest.raises(ValueError, match="needs at least 2 training cases, got 1"):
+        run_audit(query, ["a", "b"], one, None, (1, 2), SETTINGS)
 
 
 def test_thresholds_are_the_factor_times_the_percentile_of_held_out_distances() -> None:

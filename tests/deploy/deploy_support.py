@@ -75,12 +75,18 @@ class Job:
         return settings
 
     def check(self, result: RunResult) -> None:
-        """The run completed and released synthetic cases trained at both sites."""
+        """The run completed and released synthetic cases trained at both sites, each of
+        which answered the federated audit (the ``query.audit`` message) in the deployment
+        engine."""
         assert result.completed, f"run ended {result.status}:\n{result.logs}"
         release = self.run_dir / "release"
         manifest = json.loads((release / "manifest.json").read_text(encoding="utf-8"))
         cases = int(self.run_config()["federation.release-cases"])
         assert manifest["cases"] == cases
         assert len(manifest["sites"]) == len(SITES)
+        audit = manifest["audit"]
+        assert audit["federated"] is True
+        assert sorted(audit["sites"]) == sorted(site["name"] for site in manifest["sites"])
+        assert audit["released"] == cases
         assert len(list((release / "imagesTr").glob("*.nii.gz"))) == cases
         assert len(list((release / "labelsTr").glob("*.nii.gz"))) == cases
