@@ -43,7 +43,13 @@ def test_quality_presets_hold_the_issue_settings() -> None:
     assert mri.model.denoiser_output == "class-probabilities"
     assert mri.model.self_conditioning
     assert mri.model.tumour_weight == 1.0
-    assert ct.model.denoiser_output == "velocity"
+    for config in (ct, mri):
+        assert config.model.zero_terminal_snr
+    assert ct.model.denoiser_output == "class-probabilities"
+    assert ct.model.image_decoder == "quantiles"
+    assert ct.training.amp == "bf16"
+    assert ct.training.local_epochs * ct.federation.num_rounds == 40 * 3  # 1,200 steps of 4
+    assert dp.model.denoiser_output == "velocity"  # the shipped prior's recipe
     assert dp.phantoms.sites == 3
     assert dp.privacy.enabled
     assert dp.privacy.target_epsilon == 8.0
