@@ -1,9 +1,10 @@
 """The one way every case is written and drawn, whatever its source.
 
 Real and synthetic cases go through :func:`write_case` (the release grid, the release's data
-type, an uncompressed NIfTI, so every file has the same header and the same size) and are
-drawn by :func:`slice_png` (a window, 8-bit grey, a PNG without metadata): nothing but the
-voxels differs between the two sources.
+type, an uncompressed NIfTI, so every file has the same header and the same size) and, when the
+study has label maps, :func:`write_labels` (the same grid, uint8), and are drawn by
+:func:`slice_png` (a window, 8-bit grey, a PNG without metadata): nothing but the voxels
+differs between the two sources.
 """
 
 from __future__ import annotations
@@ -34,16 +35,24 @@ WINDOWS: dict[str, dict[str, tuple[float, float]]] = {
 GREY_LEVELS = 255
 
 
+def _write(array: np.ndarray, data: DataConfig, path: Path) -> None:
+    written = from_array(np.ascontiguousarray(array), release_geometry(data))
+    write_image(written, path, compress=False)
+
+
 def write_case(image: np.ndarray, data: DataConfig, path: Path) -> None:
     """Write a (z, y, x) image in release units on the release grid: CT rounded to int16 HU,
     MRI float32; an uncompressed NIfTI so that the file size is the same for every case."""
     if data.modality == "ct":
         voxels = np.clip(np.round(image), np.iinfo(np.int16).min, np.iinfo(np.int16).max)
-        array = voxels.astype(np.int16)
+        _write(voxels.astype(np.int16), data, path)
     else:
-        array = np.asarray(image, dtype=np.float32)
-    written = from_array(np.ascontiguousarray(array), release_geometry(data))
-    write_image(written, path, compress=False)
+        _write(np.asarray(image, dtype=np.float32), data, path)
+
+
+def write_labels(label: np.ndarray, data: DataConfig, path: Path) -> None:
+    """Write a (z, y, x) uint8 label map of schema values on the release grid, uncompressed."""
+    _write(np.asarray(label, dtype=np.uint8), data, path)
 
 
 def read_case(path: Path) -> np.ndarray:
