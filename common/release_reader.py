@@ -54,6 +54,40 @@ def _read(path: Path, error: type[FedsynthError]) -> np.ndarray:
         raise error(str(err)) from None
 
 
+def release_case_ids(release: Path, error: type[FedsynthError]) -> list[str]:
+    """The case ids of a release's images, in file order.
+
+    Raises:
+        error: no images.
+    """
+    images = sorted((release / IMAGES_DIR).glob(f"*{IMAGE_SUFFIX}"))
+    if not images:
+        raise error(f"{release / IMAGES_DIR}: no synthetic images here")
+    return [path.name.removesuffix(IMAGE_SUFFIX) for path in images]
+
+
+def read_release_pair(
+    release: Path,
+    case_id: str,
+    shape_zyx: tuple[int, int, int],
+    error: type[FedsynthError],
+    grid_hint: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One case's (image, label map) as stored, checked to lie on ``shape_zyx``.
+
+    Raises:
+        error: a missing or unreadable file, or a case on another grid (the message ends with
+            ``grid_hint``).
+    """
+    image_path = release / IMAGES_DIR / f"{case_id}{IMAGE_SUFFIX}"
+    label_path = release / LABELS_DIR / f"{case_id}{LABEL_SUFFIX}"
+    image, label = _read(image_path, error), _read(label_path, error)
+    for path, array in ((image_path, image), (label_path, label)):
+        if array.shape != shape_zyx:
+            raise error(f"{path}: grid {array.shape[::-1]} (x, y, z), but {grid_hint}")
+    return image, label
+
+
 def read_release_pairs(
     release: Path, shape_zyx: tuple[int, int, int], error: type[FedsynthError], grid_hint: str
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -64,16 +98,7 @@ def read_release_pairs(
         error: no images, a missing or unreadable file, or a case on another grid (the
             message ends with ``grid_hint``).
     """
-    images = sorted((release / IMAGES_DIR).glob(f"*{IMAGE_SUFFIX}"))
-    if not images:
-        raise error(f"{release / IMAGES_DIR}: no synthetic images here")
-    pairs = []
-    for image_path in images:
-        case_id = image_path.name.removesuffix(IMAGE_SUFFIX)
-        label_path = release / LABELS_DIR / f"{case_id}{LABEL_SUFFIX}"
-        image, label = _read(image_path, error), _read(label_path, error)
-        for path, array in ((image_path, image), (label_path, label)):
-            if array.shape != shape_zyx:
-                raise error(f"{path}: grid {array.shape[::-1]} (x, y, z), but {grid_hint}")
-        pairs.append((case_id, image, label))
-    return pairs
+    return [
+        (case_id, *read_release_pair(release, case_id, shape_zyx, error, grid_hint))
+        for case_id in release_case_ids(release, error)
+    ]

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from common.config import FedsynthConfig, Scalar
-from common.data.loading import load_case
+from common.data.loading import CaseReport, load_case
 from common.data.preprocess import prepare_case
-from common.data.site import check_site, usable_cases
+from common.data.site import CaseCallback, SiteReport, check_site, usable_cases
 from common.errors import FedsynthError
 from common.release import release_intensity
-from common.release_reader import read_release_pairs, release_config
+from common.release_reader import read_release_pair, release_case_ids, release_config
 
 
 class EvaluationInputError(FedsynthError, ValueError):
@@ -61,23 +61,76 @@ def _shape_zyx(config: FedsynthConfig) -> tuple[int, int, int]:
     return (z, y, x)
 
 
+def _grid_hint(config: FedsynthConfig) -> str:
+    return (
+        f"the release's manifest says data.target-shape = {config.data.target_shape}: the "
+        "release was altered; sample it again"
+    )
+
+
+def release_cases(release: Path) -> list[str]:
+    """The case ids of a release, in file order.
+
+    Raises:
+        EvaluationInputError: the release has no images.
+    """
+    return release_case_ids(release, EvaluationInputError)
+
+
+def load_release_case(release: Path, case_id: str, config: FedsynthConfig) -> EvalCase:
+    """One synthetic case of a release, checked to lie on the release's grid.
+
+    Raises:
+        EvaluationInputError: its image or label map is missing, unreadable or on another grid.
+    """
+    image, label = read_release_pair(
+        release, case_id, _shape_zyx(config), EvaluationInputError, _grid_hint(config)
+    )
+    return EvalCase(case_id, image.astype(np.float32), label.astype(np.uint8), _spacing(config))
+
+
 def load_release(release: Path, config: FedsynthConfig) -> list[EvalCase]:
     """Every synthetic case of a release, checked to lie on the release's grid.
 
     Raises:
-        EvaluationInputError: a case's image or label map is missing, unreadable or on
-            another grid.
+        EvaluationInputError: no images, or a case's image or label map is missing,
+            unreadable or on another grid.
     """
-    hint = (
-        f"the release's manifest says data.target-shape = {config.data.target_shape}: the "
-        "release was altered; sample it again"
-    )
-    return [
-        EvalCase(case_id, image.astype(np.float32), label.astype(np.uint8), _spacing(config))
-        for case_id, image, label in read_release_pairs(
-            release, _shape_zyx(config), EvaluationInputError, hint
-        )
-    ]
+    return [load_release_case(release, c, config) for c in release_cases(release)]
+
+
+@dataclass(frozen=True)
+class RealSet:
+    """A checked real evaluation set: its report and the cases to use, in order."""
+
+    report: SiteReport
+    usable: list[CaseReport]
+
+
+def check_real(root: Path, config: FedsynthConfig, on_case: CaseCallback | None = None) -> RealSet:
+    """Check a real evaluation set with ``config``'s data settings (images are not kept);
+    ``on_case`` is called as each case is checked.
+
+    Raises:
+        EvaluationInputError: the folder does not exist.
+        SiteDataError: cases have problems (each listed with its file) and
+            ``data.skip-bad-cases`` is off.
+    """
+    if not root.is_dir():
+        raise EvaluationInputError(f"{root}: no such folder; give the real evaluation set")
+    report = check_site(root, config.data, on_case)
+    return RealSet(report, usable_cases(report, config.data))
+
+
+def prepare_real(real: RealSet, case: CaseReport, config: FedsynthConfig) -> EvalCase:
+    """One checked real case, prepared with ``config``'s data settings and mapped to release
+    units."""
+    loaded = load_case(case.files, config.data, real.report.listing.label_remap)
+    if loaded.image is None or loaded.label is None:  # pragma: no cover - checked above
+        raise EvaluationInputError(f"{case.files.image}: vanished while loading")
+    prepared = prepare_case(case.case_id, loaded.image, loaded.label, config.data)
+    image = release_intensity(config).inverse(prepared.image).astype(np.float32)
+    return EvalCase(case.case_id, image, prepared.label, _spacing(config))
 
 
 def load_real(root: Path, config: FedsynthConfig) -> list[EvalCase]:
@@ -89,19 +142,8 @@ def load_real(root: Path, config: FedsynthConfig) -> list[EvalCase]:
         SiteDataError: cases have problems (each listed with its file) and
             ``data.skip-bad-cases`` is off.
     """
-    if not root.is_dir():
-        raise EvaluationInputError(f"{root}: no such folder; give the real evaluation set")
-    report = check_site(root, config.data)
-    intensity = release_intensity(config)
-    cases = []
-    for case in usable_cases(report, config.data):
-        loaded = load_case(case.files, config.data, report.listing.label_remap)
-        if loaded.image is None or loaded.label is None:  # pragma: no cover - checked above
-            raise EvaluationInputError(f"{case.files.image}: vanished while loading")
-        prepared = prepare_case(case.case_id, loaded.image, loaded.label, config.data)
-        image = intensity.inverse(prepared.image).astype(np.float32)
-        cases.append(EvalCase(case.case_id, image, prepared.label, _spacing(config)))
-    return cases
+    real = check_real(root, config)
+    return [prepare_real(real, case, config) for case in real.usable]
 
 
 def check_same_modality(release_config: FedsynthConfig, real_modality: str, real: Path) -> None:

@@ -41,10 +41,10 @@ class StepBars:
         )
 
     def finish(self) -> None:
-        """Mark the current step done."""
+        """Mark the current step done (a step without total: as many as it counted, or 1)."""
         if self._task is not None:
             task = self._bars.tasks[self._task]
-            done = task.total if task.total is not None else 1
+            done = task.total if task.total is not None else max(task.completed, 1)
             self._bars.update(self._task, total=done, completed=done)
 
 

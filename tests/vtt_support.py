@@ -12,9 +12,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.config import Scalar, load_config
+from common.data.imageio import read_image, to_array
 from common.models.interface import SyntheticPairs
 from common.release import new_manifest, write_release
 from evaluator.vtt.create import CreatedStudy, create_study
@@ -41,11 +43,14 @@ class World:
 
 
 def synthetic_release(folder: Path, n: int = RELEASE_CASES) -> Path:
-    """A release of ``n`` blocky synthetic CT cases (air above, soft tissue and bone below)."""
+    """A release of ``n`` blocky synthetic CT cases: air above, soft tissue (-0.3, about 50 HU)
+    below, a tumour (label 1) and a bone block (label 2, 0.0: 512 HU) in it."""
     image = torch.full((n, 1, 16, 16, 16), -1.0)
-    for index in range(n):
-        image[index, :, 4 + index :] = -0.6 + 0.05 * index
     label = torch.zeros(n, 16, 16, 16, dtype=torch.long)
+    for index in range(n):
+        image[index, :, 4 + index :] = -0.3 + 0.02 * index
+    image[:, :, 8:12, 8:12, 8:12] = 0.0
+    label[:, 8:12, 8:12, 8:12] = 2
     label[:, 10:12, 4:6, 4:6] = 1
     manifest = new_manifest(
         CONFIG, family="diffusion", model_hash="ab" * 32, rounds=1, sites=[], cases=n, seed=1
@@ -60,12 +65,21 @@ def make_world(root: Path) -> World:
     return World(cohort.sites[0], synthetic_release(root / "release"))
 
 
-def make_study(world: World, out: Path, n: int = 2, readers: str = "ana,ben") -> CreatedStudy:
-    """A study of ``n`` real and ``n`` synthetic cases for the named readers."""
-    return create_study(world.real, world.release, n, out, readers.split(","))
+def make_study(
+    world: World, out: Path, n: int = 2, readers: str = "ana,ben", *, labels: bool = False
+) -> CreatedStudy:
+    """A study of ``n`` real and ``n`` synthetic cases for the named readers (with their label
+    maps when ``labels``)."""
+    return create_study(world.real, world.release, n, out, readers.split(","), labels=labels)
 
 
-SERVER_START_TIMEOUT_S = 60.0
+def voxels(path: Path) -> np.ndarray:
+    """A study file's voxels, (z, y, x), as stored."""
+    return to_array(read_image(path))
+
+
+SERVER_START_TIMEOUT_S = 180.0
+"""A backstop only: on a loaded 2-core machine the server's imports alone took over 60 s."""
 
 
 def free_port() -> int:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from common.cli.support import ConfigFileOption, RunConfigOption, console, user_errors
+from common.cli.support import ConfigFileOption, RunConfigOption, console, progress, user_errors
 from common.config import Scalar, parse_run_config_args
+from evaluator.cli import StepBars
 from evaluator.vtt.create import DEFAULT_READERS, create_study, parse_readers
 from evaluator.vtt.score import REPORT_HTML, write_scores
 from evaluator.vtt.server import DEFAULT_HOST, DEFAULT_PORT, create_app, serve
@@ -32,6 +33,12 @@ def create_command(
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of the draw (default: the release's)."
     ),
+    labels: bool = typer.Option(
+        False,
+        "--labels",
+        help="Let readers show each case's label map over its image (the study showed images "
+        "only, the default: a label map's look may give a synthetic case away).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing study."),
     run_config: str | None = RunConfigOption,
     config_file: Path | None = ConfigFileOption,
@@ -41,12 +48,26 @@ def create_command(
     overrides: dict[str, Scalar] = dict(parse_run_config_args(run_config, config_file))
     if seed is not None:
         overrides["seed"] = seed
-    created = create_study(real, synthetic, n, out, names, overrides=overrides, overwrite=overwrite)
+    with progress() as bars:
+        steps = StepBars(bars)
+        created = create_study(
+            real,
+            synthetic,
+            n,
+            out,
+            names,
+            labels=labels,
+            overrides=overrides,
+            overwrite=overwrite,
+            on_progress=steps,
+        )
+        steps.finish()
     study = created.study
+    shown = "images and label maps" if labels else "images only"
     console.print(
-        f"study of {len(study.cases)} cases ({n} real, {n} synthetic, {study.modality}) for "
-        f"{len(names)} readers in {out}; tokens (shown once, also in {out / TOKENS_FILE}, "
-        "mode 600):"
+        f"study of {len(study.cases)} cases ({n} real, {n} synthetic, {study.modality}, "
+        f"{shown}) for {len(names)} readers in {out}; tokens (shown once, also in "
+        f"{out / TOKENS_FILE}, mode 600):"
     )
     for name, token in created.tokens.items():
         role = "admin page" if name == ADMIN else "reader"

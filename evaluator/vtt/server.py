@@ -1,26 +1,29 @@
 """``vtt serve``: the reading web app (FastAPI), with nothing of the answer key in it.
 
-The server never opens ``key.json``: what it can show cannot tell the sources apart. Every
-page and API call but the login page needs a token: a reader's link carries it in the URL
-fragment (never sent to a server, never logged), the login page posts it once and gets it back
-as an HttpOnly cookie; an ``Authorization: Bearer`` header works too. Readers see and answer
-only their own cases; the admin sees progress and exports the answers.
+The server never opens ``key.json``: what it can show cannot tell the sources apart. A reader's
+browser receives each case's NIfTI file as ``vtt create`` wrote it (every file the same header
+bytes and size) and draws it with NiiVue, which the app serves itself from the package
+(``make`` installs it from npm): no page loads anything from elsewhere. Every page and API call
+but the login page needs a token: a reader's link carries it in the URL fragment (never sent to
+a server, never logged), the login page posts it once and gets it back as an HttpOnly cookie;
+an ``Authorization: Bearer`` header works too. Readers see and answer only their own cases; the
+admin sees progress and exports the answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from evaluator.vtt.render import PLANES, WINDOWS, plane_size, read_case, slice_png
+from common.data.schema import SCHEMAS
+from common.errors import FedsynthError
+from evaluator.vtt.render import WINDOWS
 from evaluator.vtt.score import csv_text
 from evaluator.vtt.store import Answer, AnswerConflictError, AnswerError, AnswerStore, now
 from evaluator.vtt.study import ADMIN, Reader, Study, load_study
@@ -31,18 +34,26 @@ DEFAULT_HOST = "127.0.0.1"
 """Only this machine, unless told otherwise."""
 DEFAULT_PORT = 8765
 STATIC = Path(__file__).with_name("static")
-CACHED_VOLUMES = 32
-"""Case volumes kept in memory between slice requests."""
+VIEWER = STATIC / "vendor" / "niivue.umd.js"
+"""NiiVue's browser bundle, copied from its npm package by ``make install``."""
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+    ),
 }
-"""Sent with every reply: nothing cached, nothing embedded, no token in a Referer."""
+"""Sent with every reply: nothing cached, nothing embedded, no token in a Referer, nothing
+loaded from elsewhere (NiiVue draws its letters from an image it carries as a data: URL)."""
+VOLUME_TYPE = "application/octet-stream"
 EXPORT_COLUMNS = ("reader", "case", "call", "confidence", "comment", "answered_at")
 FORBIDDEN = "a valid token is needed: open your invitation link again"
+
+
+class ViewerMissingError(FedsynthError):
+    """NiiVue's bundle is not installed beside the app."""
 
 
 class TokenIn(BaseModel):
@@ -80,10 +91,15 @@ def create_app(folder: Path) -> FastAPI:
 
     Raises:
         StudyError: ``folder`` is not a study.
+        ViewerMissingError: NiiVue is not installed.
     """
     study = load_study(folder)
+    if not VIEWER.is_file():
+        raise ViewerMissingError(
+            f"{VIEWER}: the reading viewer (NiiVue) is not installed; run `make install` in "
+            "the fedsynth folder (it needs npm)"
+        )
     store = AnswerStore(study.answers_path)
-    volume = lru_cache(maxsize=CACHED_VOLUMES)(lambda case_id: read_case(study.case_path(case_id)))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -112,7 +128,7 @@ def create_app(folder: Path) -> FastAPI:
         return name
 
     _pages(app, study, reader, admin)
-    _reading_api(app, study, store, volume, who, reader)
+    _reading_api(app, study, store, who, reader)
     _admin_api(app, study, store, admin)
     return app
 
@@ -124,6 +140,10 @@ def _pages(
     @app.get("/login")
     def login_page() -> FileResponse:
         return FileResponse(STATIC / "login.html")
+
+    @app.get("/favicon.ico")
+    def no_icon() -> Response:  # browsers ask for one; an empty reply, not a 404 in the console
+        return Response(status_code=204)
 
     @app.post("/api/session")
     def session(body: TokenIn, response: Response) -> dict[str, str]:
@@ -146,18 +166,23 @@ def _reading_api(
     app: FastAPI,
     study: Study,
     store: AnswerStore,
-    volume: Callable[[str], np.ndarray],
     who: Callable[..., str],
     reader: Callable[..., Reader],
 ) -> None:
+    schema = SCHEMAS[study.modality]
+    labels = [{"value": v, "name": n} for n, v in schema.labels.items()] if study.labels else []
+
     @app.get("/api/study")
     def study_info(_: str = Depends(who)) -> dict[str, object]:
         return {
             "modality": study.modality,
             "shape": list(study.shape),
             "spacing": list(study.spacing),
-            "planes": list(PLANES),
-            "windows": list(WINDOWS[study.modality]),
+            "windows": [
+                {"name": name, "low": low, "high": high}
+                for name, (low, high) in WINDOWS[study.modality].items()
+            ],
+            "labels": labels,
         }
 
     @app.get("/api/me")
@@ -170,20 +195,19 @@ def _reading_api(
             "total": len(me.order),
         }
 
-    @app.get("/api/cases/{case_id}/slices/{plane}/{index}.png")
-    def slice_image(
-        case_id: str, plane: str, index: int, window: str = "", me: Reader = Depends(reader)
-    ) -> Response:
+    @app.get("/api/cases/{case_id}/image.nii")
+    def image(case_id: str, me: Reader = Depends(reader)) -> Response:
         if case_id not in me.order:
             raise HTTPException(404, "no such case")
-        if plane not in PLANES or not 0 <= index < plane_size(study.shape, plane):
-            raise HTTPException(404, "no such slice")
-        windows = WINDOWS[study.modality]
-        name = window or next(iter(windows))
-        if name not in windows:
-            raise HTTPException(404, f"no window {name!r}; choose one of {', '.join(windows)}")
-        png = slice_png(volume(case_id), plane, index, windows[name])
-        return Response(png, media_type="image/png")
+        return Response(study.case_path(case_id).read_bytes(), media_type=VOLUME_TYPE)
+
+    @app.get("/api/cases/{case_id}/labels.nii")
+    def label_map(case_id: str, me: Reader = Depends(reader)) -> Response:
+        if case_id not in me.order:
+            raise HTTPException(404, "no such case")
+        if not study.labels:
+            raise HTTPException(404, "this study shows images only")
+        return Response(study.labels_path(case_id).read_bytes(), media_type=VOLUME_TYPE)
 
     @app.put("/api/answers/{case_id}")
     def answer(case_id: str, body: AnswerIn, me: Reader = Depends(reader)) -> JSONResponse:

@@ -8,6 +8,7 @@ Layout of ``STUDY/``:
   release case id or the position of a real case, never a real case id); server-side only;
 - ``tokens.txt``: the readers' and the admin's secret tokens, mode 0600, for the admin alone;
 - ``cases/<id>.nii``: one image per case, every one written the same way;
+- ``labels/<id>.nii``: one label map per case, only in a study made with ``--labels``;
 - ``answers.sqlite``: the readers' answers (made by ``vtt serve``).
 """
 
@@ -24,9 +25,11 @@ STUDY_FILE = "study.json"
 KEY_FILE = "key.json"
 TOKENS_FILE = "tokens.txt"
 CASES_DIR = "cases"
+LABELS_DIR = "labels"
 CASE_SUFFIX = ".nii"
 ANSWERS_FILE = "answers.sqlite"
-STUDY_FORMAT = "fedsynth-vtt/1"
+STUDY_FORMAT = "fedsynth-vtt/2"
+"""Version 2 records whether readers see label maps."""
 SOURCES = ("real", "synthetic")
 """What a case is, and what a reader answers."""
 ADMIN = "admin"
@@ -60,10 +63,16 @@ class Study:
     cases: tuple[str, ...]
     readers: tuple[Reader, ...]
     admin_sha256: str
+    labels: bool
+    """Whether readers may show each case's label map over its image."""
 
     def case_path(self, case_id: str) -> Path:
         """Where a case's image is."""
         return self.folder / CASES_DIR / f"{case_id}{CASE_SUFFIX}"
+
+    def labels_path(self, case_id: str) -> Path:
+        """Where a case's label map is (in a study with label maps)."""
+        return self.folder / LABELS_DIR / f"{case_id}{CASE_SUFFIX}"
 
     @property
     def answers_path(self) -> Path:
@@ -95,6 +104,7 @@ class Study:
                 for r in self.readers
             ],
             "admin_sha256": self.admin_sha256,
+            "labels": self.labels,
         }
 
 
@@ -107,6 +117,12 @@ def _read_json(path: Path, what: str) -> Any:
         raise StudyError(f"{path}: unreadable {what} ({err}); make the study again") from None
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"labels = {value!r}, not true or false")
+    return value
+
+
 def load_study(folder: Path) -> Study:
     """Read ``folder/study.json``.
 
@@ -117,7 +133,8 @@ def load_study(folder: Path) -> Study:
     try:
         if data["format"] != STUDY_FORMAT:
             raise StudyError(
-                f"{folder / STUDY_FILE}: format {data['format']!r}, not {STUDY_FORMAT}"
+                f"{folder / STUDY_FILE}: format {data['format']!r}, not {STUDY_FORMAT}; make "
+                "the study again with this fedsynth (`fedsynth vtt create`)"
             )
         x, y, z = (int(v) for v in data["shape"])
         sx, sy, sz = (float(v) for v in data["spacing"])
@@ -134,6 +151,7 @@ def load_study(folder: Path) -> Study:
             cases=tuple(str(c) for c in data["cases"]),
             readers=readers,
             admin_sha256=str(data["admin_sha256"]),
+            labels=_flag(data["labels"]),
         )
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, StudyError):

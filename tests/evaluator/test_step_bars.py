@@ -28,3 +28,12 @@ def test_each_step_gets_a_line_that_ends_complete() -> None:
     assert [(t.completed, t.total) for t in tasks] == [(1, 1), (4, 4), (7, 10)]
     steps.finish()
     assert (tasks[2].completed, tasks[2].total) == (10, 10)
+
+
+def test_a_step_without_total_ends_at_its_count() -> None:
+    bars = Progress(console=Console(file=io.StringIO()))
+    steps = StepBars(bars)
+    for done in (0, 1, 2, 3):
+        steps(ProgressEvent("checking the real cases", done))
+    steps.finish()
+    assert [(t.completed, t.total) for t in bars.tasks] == [(3, 3)]

@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from vtt_support import CONFIG, World, make_study, make_world
+from vtt_support import CONFIG, World, make_study, make_world, voxels
 
 from common.config import load_config
 from common.errors import OutputExistsError
-from evaluator.cases import EvaluationInputError, load_real
-from evaluator.vtt.create import create_study, draw, parse_readers
-from evaluator.vtt.render import read_case, write_case
+from evaluator.cases import EvaluationInputError, load_real, load_release
+from evaluator.evaluate import ProgressEvent
+from evaluator.vtt.create import CHECK_STEP, WRITE_STEP, create_study, draw, parse_readers
+from evaluator.vtt.render import write_case, write_labels
 from evaluator.vtt.study import (
     ADMIN,
     KEY_FILE,
+    LABELS_DIR,
     STUDY_FILE,
     TOKENS_FILE,
     StudyError,
@@ -29,6 +31,7 @@ from evaluator.vtt.tokens import token_digest
 from simulations.cli import app
 
 NIFTI_HEADER_BYTES = 352  # the 348-byte header and its 4-byte extension flag
+NIFTI_UINT8, NIFTI_INT16, NIFTI_FLOAT32 = 2, 4, 16  # the header's datatype codes (bytes 70-71)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +62,50 @@ def test_a_study_is_balanced_and_its_files_differ_only_in_content(
     assert len({p.stat().st_size for p in files}) == 1  # uncompressed: the same size
     headers = {p.read_bytes()[:NIFTI_HEADER_BYTES] for p in files}
     assert len(headers) == 1  # same size, spacing, origin, data type, every header field
-    assert int(np.frombuffer(headers.pop()[70:72], "<i2")[0]) == 4  # NIfTI INT16
-    volumes = [read_case(p) for p in files]
+    assert int(np.frombuffer(headers.pop()[70:72], "<i2")[0]) == NIFTI_INT16
+    volumes = [voxels(p) for p in files]
     assert all(v.shape == (16, 16, 16) for v in volumes)
     assert study.shape == (16, 16, 16)
     assert study.spacing == (12.5, 12.5, 12.5)
     assert created.study.cases == study.cases
+    assert study.labels is False  # as in the study: readers judge images only
+    assert not (study.folder / LABELS_DIR).exists()
+
+
+def test_a_study_with_label_maps_writes_them_alike_for_both_sources(
+    world: World, tmp_path: Path
+) -> None:
+    make_study(world, tmp_path / "study", n=2, labels=True)
+    study = load_study(tmp_path / "study")
+    assert study.labels is True
+    files = [study.labels_path(c) for c in study.cases]
+    assert sorted(p.name for p in (study.folder / LABELS_DIR).iterdir()) == sorted(
+        p.name for p in files
+    )
+    assert {p.stat().st_size for p in files} == {NIFTI_HEADER_BYTES + 16**3}  # one byte a voxel
+    headers = {p.read_bytes()[:NIFTI_HEADER_BYTES] for p in files}
+    assert len(headers) == 1
+    assert int(np.frombuffer(headers.pop()[70:72], "<i2")[0]) == NIFTI_UINT8
+    entries = json.loads((study.folder / KEY_FILE).read_text(encoding="utf-8"))
+    real = load_real(world.real, CONFIG)
+    released = {case.case_id: case for case in load_release(world.release, CONFIG)}
+    for case_id, entry in entries.items():
+        if entry["source"] == "real":
+            expected = real[int(entry["origin"].removeprefix("real-")) - 1].label
+        else:
+            expected = released[entry["origin"]].label
+            assert set(np.unique(expected)) == {0, 1, 2}  # the release's tumour and bone blocks
+        np.testing.assert_array_equal(voxels(study.labels_path(case_id)), expected)
+
+
+def test_creating_a_study_reports_each_case_checked_and_written(
+    world: World, tmp_path: Path
+) -> None:
+    events: list[ProgressEvent] = []
+    create_study(world.real, world.release, 2, tmp_path / "s", ["ana"], on_progress=events.append)
+    checked = [(CHECK_STEP, done, 0) for done in range(5)]  # 4 real cases, no total known
+    written = [(WRITE_STEP, done, 4) for done in range(5)]  # 2 real + 2 synthetic
+    assert [(e.step, e.done, e.total) for e in events] == checked + written
 
 
 def test_real_cases_are_prepared_on_the_release_grid_in_hounsfield_units(
@@ -78,7 +119,7 @@ def test_real_cases_are_prepared_on_the_release_grid_in_hounsfield_units(
         if entry["source"] == "real":
             position = int(entry["origin"].removeprefix("real-")) - 1
             expected = np.round(real[position].image)
-            np.testing.assert_array_equal(read_case(study.case_path(case_id)), expected)
+            np.testing.assert_array_equal(voxels(study.case_path(case_id)), expected)
 
 
 def test_nothing_in_the_study_file_tells_the_sources_apart(world: World, tmp_path: Path) -> None:
@@ -164,6 +205,23 @@ def test_the_command_prints_every_link_once_and_refuses_with_a_message(
     )
     for token in tokens.values():
         assert result.output.count(f"/login#{token}") == 1
+    lines = result.output.splitlines()
+    # off a terminal, progress lines: the check counted, the writing at each tenth of 4
+    assert [line.split(" (")[0] for line in lines if line.startswith(CHECK_STEP)] == [
+        f"{CHECK_STEP}: started",
+        f"{CHECK_STEP}: 4/4",
+    ]
+    assert [line.split(" (")[0] for line in lines if line.startswith(WRITE_STEP)] == [
+        f"{WRITE_STEP}: started",
+        *(f"{WRITE_STEP}: {done}/4" for done in (1, 2, 3, 4)),
+    ]
+    assert "images only" in result.output
+    with_labels = runner.invoke(
+        app, [*args, "--n", "1", "--out", str(tmp_path / "l"), "--readers", "ana", "--labels"]
+    )
+    assert with_labels.exit_code == 0, with_labels.output
+    assert "images and label maps" in with_labels.output
+    assert load_study(tmp_path / "l").labels is True
     refused = runner.invoke(app, [*args, "--n", "9", "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2
     assert "only 4 real cases" in refused.output
@@ -175,7 +233,10 @@ def test_a_damaged_study_folder_is_refused_naming_the_file(world: World, tmp_pat
     make_study(world, folder, n=1)
     data = json.loads((folder / STUDY_FILE).read_text(encoding="utf-8"))
     (folder / STUDY_FILE).write_text(json.dumps({**data, "format": "other/9"}))
-    with pytest.raises(StudyError, match=r"study\.json: format 'other/9'"):
+    with pytest.raises(StudyError, match=r"study\.json: format 'other/9'.*make the study again"):
+        load_study(folder)
+    (folder / STUDY_FILE).write_text(json.dumps({**data, "labels": "yes"}))
+    with pytest.raises(StudyError, match=r"incomplete study file.*not true or false"):
         load_study(folder)
     del data["readers"]
     (folder / STUDY_FILE).write_text(json.dumps(data))
@@ -195,7 +256,12 @@ def test_mri_cases_are_written_as_float32_on_the_release_grid(tmp_path: Path) ->
     write_case(image, mri, tmp_path / "case.nii")
     header = (tmp_path / "case.nii").read_bytes()[:NIFTI_HEADER_BYTES]
     assert int(np.frombuffer(header[70:72], "<i2")[0]) == 16  # NIfTI FLOAT32
-    np.testing.assert_array_equal(read_case(tmp_path / "case.nii"), image.astype(np.float32))
+    np.testing.assert_array_equal(voxels(tmp_path / "case.nii"), image.astype(np.float32))
     ct = load_config({"data.target-shape": "10,9,8"}).data
     write_case(np.full((8, 9, 10), 40000.4), ct, tmp_path / "ct.nii")
-    assert read_case(tmp_path / "ct.nii").max() == 32767  # clipped into int16, not wrapped
+    assert voxels(tmp_path / "ct.nii").max() == 32767  # clipped into int16, not wrapped
+    labels = (np.arange(720).reshape(8, 9, 10) % 4).astype(np.uint8)
+    write_labels(labels, mri, tmp_path / "labels.nii")
+    stored = voxels(tmp_path / "labels.nii")
+    assert stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored, labels)

@@ -1,8 +1,27 @@
-// The reading page: three planes of the current case, scrolled with the wheel or the keyboard,
-// a window preset, and the answer form. Everything shown comes from the reader's own API.
+// The reading page: NiiVue (served by this app, never fetched from elsewhere) draws the current
+// case's three planes from the NIfTI file the reader's own API sends; slices scroll with the
+// wheel or the keyboard; window presets; the label map when the study shows one; the answer form.
 "use strict";
-const VIEW_PIXELS = 320; // the longest side of a view on screen
-const state = { study: null, cases: [], current: 0, window: "", active: "axial", slices: {} };
+const { Niivue, SLICE_TYPE, MULTIPLANAR_TYPE, SHOW_RENDER } = window.niivue;
+const PLANES = ["axial", "coronal", "sagittal"];
+const AXIS = { sagittal: 0, coronal: 1, axial: 2 }; // the voxel axis a plane's slices step along
+const LABEL_COLOURS = [[230, 60, 60], [60, 200, 90], [70, 130, 240], [240, 200, 40]];
+const LABEL_OPACITY = 0.45;
+const state = { study: null, cases: [], current: 0, window: 0, active: "axial", loads: 0 };
+const viewer = new Niivue({
+  backColor: [0, 0, 0, 1],
+  crosshairColor: [1, 0.75, 0, 0.6],
+  crosshairWidth: 0.1,
+  isRadiologicalConvention: true, // the patient's left on the right, as radiologists read
+  isNearestInterpolation: true, // the voxels as they are, not smoothed between them
+  multiplanarLayout: MULTIPLANAR_TYPE.ROW,
+  multiplanarShowRender: SHOW_RENDER.NEVER,
+  dragAndDropEnabled: false, // readers look at their cases only
+  viewModeHotKey: "", // A, C, S, W, O are the page's keys; no view changes by NiiVue's own
+  clipPlaneHotKey: "",
+  cycleClipPlaneHotKey: "",
+  isColorbar: false,
+});
 
 async function api(path, options) {
   const reply = await fetch(path, options);
@@ -13,72 +32,73 @@ async function api(path, options) {
   return reply.json();
 }
 
-function planeGeometry(plane) {
-  const [x, y, z] = state.study.shape;
-  const [sx, sy, sz] = state.study.spacing;
-  // (columns, rows, mm per column, mm per row, slices)
-  if (plane === "axial") return [x, y, sx, sy, z];
-  if (plane === "coronal") return [x, z, sx, sz, y];
-  return [y, z, sy, sz, x];
-}
-
-function sliceUrl(plane) {
-  const caseId = state.cases[state.current].case;
-  const index = state.slices[plane];
-  const window = encodeURIComponent(state.window);
-  return `/api/cases/${caseId}/slices/${plane}/${index}.png?window=${window}`;
-}
-
-function drawViews() {
-  for (const plane of state.study.planes) {
-    const view = document.getElementById(`view-${plane}`);
-    view.classList.toggle("active", plane === state.active);
-    view.querySelector("img").src = sliceUrl(plane);
-    const [, , , , count] = planeGeometry(plane);
-    view.querySelector(".caption").textContent = `${plane} ${state.slices[plane] + 1} / ${count}`;
+function showSlices() {
+  if (viewer.volumes.length === 0) return;
+  const voxel = viewer.frac2vox(viewer.scene.crosshairPos);
+  for (const plane of PLANES) {
+    const axis = AXIS[plane];
+    const caption = document.getElementById(`slice-${plane}`);
+    caption.textContent = `${plane} ${voxel[axis] + 1} / ${state.study.shape[axis]}`;
+    caption.classList.toggle("active", plane === state.active);
   }
 }
 
-function scroll(plane, step) {
-  const [, , , , count] = planeGeometry(plane);
-  state.slices[plane] = Math.min(count - 1, Math.max(0, state.slices[plane] + step));
+function applyWindow() {
+  const { low, high } = state.study.windows[state.window];
+  const image = viewer.volumes[0];
+  image.cal_min = low;
+  image.cal_max = high;
+  document.getElementById("window").value = String(state.window);
+  viewer.updateGLVolume();
+}
+
+function applyLabels() {
+  if (viewer.volumes.length < 2) return;
+  const shown = document.getElementById("labels").checked;
+  viewer.setOpacity(1, shown ? LABEL_OPACITY : 0);
+}
+
+function labelColours() {
+  const colours = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: [""] };
+  state.study.labels.forEach(({ value, name }, index) => {
+    const [r, g, b] = LABEL_COLOURS[index % LABEL_COLOURS.length];
+    colours.R.push(r);
+    colours.G.push(g);
+    colours.B.push(b);
+    colours.A.push(255);
+    colours.I.push(value);
+    colours.labels.push(name);
+  });
+  return colours;
+}
+
+async function loadCase(caseId) {
+  const load = ++state.loads;
+  const canvas = document.getElementById("viewer");
+  delete canvas.dataset.case;
+  document.getElementById("submit").disabled = true;
+  const volumes = [{ url: `/api/cases/${caseId}/image.nii` }];
+  if (state.study.labels.length) volumes.push({ url: `/api/cases/${caseId}/labels.nii` });
+  await viewer.loadVolumes(volumes);
+  if (load !== state.loads) return; // the reader moved on while this case loaded
+  if (viewer.volumes.length > 1) viewer.volumes[1].setColormapLabel(labelColours());
+  applyWindow();
+  applyLabels();
+  showSlices();
+  canvas.dataset.case = caseId;
+  document.getElementById("submit").disabled = state.cases[state.current].answer !== null;
+}
+
+function move(plane, step) {
+  const delta = [0, 0, 0];
+  delta[AXIS[plane]] = step;
   state.active = plane;
-  drawViews();
-}
-
-function buildViews() {
-  const views = document.getElementById("views");
-  let longest = 0;
-  for (const plane of state.study.planes) {
-    const [cols, rows, mmCol, mmRow] = planeGeometry(plane);
-    longest = Math.max(longest, cols * mmCol, rows * mmRow);
-  }
-  for (const plane of state.study.planes) {
-    const [cols, rows, mmCol, mmRow] = planeGeometry(plane);
-    const view = document.createElement("div");
-    view.className = "view";
-    view.id = `view-${plane}`;
-    const img = document.createElement("img");
-    img.alt = `${plane} slice`;
-    img.width = Math.round((cols * mmCol * VIEW_PIXELS) / longest);
-    img.height = Math.round((rows * mmRow * VIEW_PIXELS) / longest);
-    const caption = document.createElement("div");
-    caption.className = "caption";
-    view.append(img, caption);
-    view.addEventListener("wheel", (event) => {
-      event.preventDefault();
-      scroll(plane, event.deltaY > 0 ? 1 : -1);
-    });
-    view.addEventListener("click", () => { state.active = plane; drawViews(); });
-    views.appendChild(view);
-  }
+  viewer.moveCrosshairInVox(...delta);
+  showSlices();
 }
 
 function showCase(position) {
   state.current = position;
-  for (const plane of state.study.planes) {
-    state.slices[plane] = Math.floor(planeGeometry(plane)[4] / 2);
-  }
   const entry = state.cases[position];
   document.getElementById("position").textContent = `case ${position + 1} of ${state.cases.length}`;
   const form = document.getElementById("answer");
@@ -91,7 +111,9 @@ function showCase(position) {
     form.comment.value = entry.answer.comment;
   }
   document.getElementById("saved").textContent = answered ? "answered (answers are final)" : "";
-  drawViews();
+  loadCase(entry.case).catch((error) => {
+    document.getElementById("error").textContent = `case not shown: ${error.message || error}`;
+  });
 }
 
 function showProgress() {
@@ -136,19 +158,22 @@ async function submitAnswer(event) {
 }
 
 function onKey(event) {
-  if (event.target.tagName === "TEXTAREA") return;
+  if (event.target.tagName === "TEXTAREA" || viewer.volumes.length === 0) return;
+  const key = event.key.toLowerCase();
   const planes = { a: "axial", c: "coronal", s: "sagittal" };
   if (event.key === "ArrowUp" || event.key === "ArrowDown") {
     event.preventDefault();
-    scroll(state.active, event.key === "ArrowDown" ? 1 : -1);
-  } else if (planes[event.key.toLowerCase()]) {
-    state.active = planes[event.key.toLowerCase()];
-    drawViews();
-  } else if (event.key.toLowerCase() === "w") {
-    const names = state.study.windows;
-    state.window = names[(names.indexOf(state.window) + 1) % names.length];
-    document.getElementById("window").value = state.window;
-    drawViews();
+    move(state.active, event.key === "ArrowDown" ? 1 : -1);
+  } else if (planes[key]) {
+    state.active = planes[key];
+    showSlices();
+  } else if (key === "w") {
+    state.window = (state.window + 1) % state.study.windows.length;
+    applyWindow();
+  } else if (key === "o" && state.study.labels.length) {
+    const box = document.getElementById("labels");
+    box.checked = !box.checked;
+    applyLabels();
   }
 }
 
@@ -158,11 +183,23 @@ async function start() {
     const me = await api("/api/me");
     document.getElementById("reader").textContent = me.reader;
     state.cases = me.cases;
-    state.window = state.study.windows[0];
     const select = document.getElementById("window");
-    for (const name of state.study.windows) select.add(new Option(name, name));
-    select.addEventListener("change", () => { state.window = select.value; drawViews(); });
-    buildViews();
+    state.study.windows.forEach(({ name }, index) => select.add(new Option(name, String(index))));
+    select.addEventListener("change", () => { state.window = Number(select.value); applyWindow(); });
+    if (state.study.labels.length) {
+      document.getElementById("labels-choice").hidden = false;
+      document.getElementById("labels-key").hidden = false;
+      document.getElementById("labels").addEventListener("change", applyLabels);
+    }
+    viewer.onLocationChange = (where) => {
+      if (where.axCorSag >= 0) state.active = PLANES[where.axCorSag];
+      showSlices();
+    };
+    const canvas = document.getElementById("viewer");
+    await viewer.attachToCanvas(canvas);
+    // NiiVue's double click windows to the volume's own range; here it returns to the preset
+    canvas.addEventListener("dblclick", () => { if (viewer.volumes.length) applyWindow(); });
+    viewer.setSliceType(SLICE_TYPE.MULTIPLANAR);
     const first = state.cases.findIndex((c) => c.answer === null);
     showProgress();
     showCase(first === -1 ? 0 : first);
@@ -173,7 +210,7 @@ async function start() {
       showCase((state.current + 1) % state.cases.length));
     document.addEventListener("keydown", onKey);
   } catch (error) {
-    document.getElementById("error").textContent = `${error.message}`;
+    document.getElementById("error").textContent = `${error.message || error}`;
   }
 }
 start();
