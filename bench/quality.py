@@ -16,7 +16,8 @@ mean structure volumes against the real ones, the site gap, the privacy spent, t
 wall time (the rounds) and the whole run's (with the calibration, the release and its
 audit). Seeds give mean and spread; each setting's targets (issue 10) are
 checked on the means. Each run is one child process; results are merged into
-bench/results.json "quality" (runs measured earlier and not asked for now are kept).
+bench/results.json "quality" (runs measured earlier on the same protocol and not asked for
+now are kept).
 
 For the first seed of each setting and family, every round's global model is sampled and its
 synthetic-only Dice measured (bench/quality-curve.png), and middle slices of synthetic and real
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
         name, family, seed, curve = args.one
         print(json.dumps(run_one(name, family, int(seed), curve == "curve")))
         return
-    runs = _earlier_runs()
+    runs = earlier_runs(RESULTS)
     for name in args.settings.split(","):
         setting = BENCH_SETTINGS[name]
         for family in (f for f in args.families.split(",") if f in setting.families):
@@ -621,11 +622,15 @@ def _key(run: dict[str, Any]) -> tuple[str, str, int]:
     return (run["setting"], run["family"], run["seed"])
 
 
-def _earlier_runs() -> list[dict[str, Any]]:
-    if not RESULTS.exists():
+def earlier_runs(results: Path) -> list[dict[str, Any]]:
+    """The runs kept in ``results`` that were scored like the runs made now: on held-out
+    patients of the training sites (they record ``heldout_first_case``). Runs scored on a
+    cohort from another seed are dropped: averaged with these they would mix two protocols
+    (they stay in the history of bench/results.json)."""
+    if not results.exists():
         return []
-    section = json.loads(RESULTS.read_text(encoding="utf-8")).get(SECTION, {})
-    return list(section.get("runs", []))
+    section = json.loads(results.read_text(encoding="utf-8")).get(SECTION, {})
+    return [run for run in section.get("runs", []) if "heldout_first_case" in run]
 
 
 if __name__ == "__main__":

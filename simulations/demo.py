@@ -18,6 +18,7 @@ from common.cli.support import console, progress, warn
 from common.config import FedsynthConfig
 from common.data.cache import read_cache
 from common.reports.figures import CT_SOFT_TISSUE_WINDOW, GalleryRow, write_triplanar
+from common.run_state import RUN_STATE_FILE, refuse_if_in_use
 from server.federation import RoundReport
 from simulations.simulate import (
     SERVER_DIR,
@@ -28,7 +29,7 @@ from simulations.simulate import (
 )
 
 GALLERY_FILE = "real-vs-synthetic.png"
-DEMO_PARTS = (SITES_DIR, STATE_DIR, SERVER_DIR, GALLERY_FILE)
+DEMO_PARTS = (SITES_DIR, STATE_DIR, SERVER_DIR, GALLERY_FILE, RUN_STATE_FILE)
 """What a demo writes in its folder (and replaces with --overwrite); nothing else is touched."""
 GALLERY_CASES = 2
 """Synthetic cases shown beside one real case per site."""
@@ -37,6 +38,7 @@ GALLERY_CASES = 2
 def run_demo(config: FedsynthConfig, out: Path, *, overwrite: bool) -> SimulationOutcome:
     """Simulate the federation into ``out``, draw the gallery, print the summary."""
     if overwrite:
+        refuse_if_in_use(out)  # never replace the folder of a demo still running
         for part in DEMO_PARTS:
             target = out / part
             if target.is_dir():

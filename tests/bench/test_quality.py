@@ -157,3 +157,12 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     assert pixels.shape[0] > 100
     assert pixels[..., :3].std() > 0.05  # drawn slices, not a blank page
     assert quality.draw_gallery([summary], "quality-ct") is None  # no run of that setting
+
+
+def test_earlier_runs_scored_on_another_protocol_are_not_kept(tmp_path: Path) -> None:
+    now = {**run(0, 0.9, 0.8), "heldout_first_case": 40}
+    before = run(1, 0.3, 0.8)  # scored on a cohort from another seed: no heldout_first_case
+    results = tmp_path / "results.json"
+    assert quality.earlier_runs(results) == []  # nothing measured yet
+    results.write_text(json.dumps({"quality": {"runs": [before, now]}}), encoding="utf-8")
+    assert quality.earlier_runs(results) == [now]

@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from common.cli.support import FLOWER_LOGGER, setup_logging
 from common.interrupts import Interrupted, stop_on_signals
+from common.run_state import RUN_STATE_FILE
 from simulations.cli import app
 
 RUNNER = CliRunner()
@@ -102,8 +105,16 @@ def test_a_full_disk_while_writing_images_keeps_the_old_cohort(
     assert [p.name for p in tmp_path.iterdir()] == ["ct"]
 
 
+def _stopped_demo(out: Path, status: str, pid: int) -> None:
+    """What a demo stopped in its first round leaves: its sites and the run's record."""
+    (out / "sites" / "site-01").mkdir(parents=True)
+    record = {"status": status, "pid": pid, "started": 1.0, "updated": 2.0, "step": 1}
+    (out / RUN_STATE_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
 def test_demo_trains_a_federation_and_releases_synthetic_cases(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    _stopped_demo(out, "stopped", pid=1)  # an earlier demo, stopped: replaced
     code, output = _invoke("demo", "--out", str(out), "--run-config", SMALL_DEMO)
     assert code == 0, output
     release = out / "server" / "release"
@@ -182,3 +193,16 @@ def test_after_a_stop_signal_flower_reports_nothing() -> None:
         os.kill(os.getpid(), signal.SIGINT)
     assert not _shown(died, logging.ERROR)  # after the block too: the process is ending
     assert _shown_before_any_stop(died, logging.ERROR)  # a new block starts afresh
+
+
+def test_demo_does_not_replace_the_folder_of_a_demo_still_running(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            _stopped_demo(out, "running", pid=other.pid)
+            code, output = _invoke("demo", "--out", str(out), "--run-config", SMALL_DEMO)
+        finally:
+            other.kill()
+    assert code == 2, output
+    assert f"process {other.pid}" in " ".join(output.split())
+    assert (out / "sites" / "site-01").is_dir()  # nothing of it removed
