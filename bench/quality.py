@@ -201,21 +201,21 @@ def other_site_settings(name: str, seed: int) -> FedsynthConfig:
 def write_heldout(config: FedsynthConfig, out: Path) -> Path:
     """Write the held-out cohort as one nnU-Net folder (``out/site-01``) of every site's
     held-out cases, the first HELDOUT_CASES of them; returns that folder."""
+    from common.data.nnunet import FILE_ENDING, case_paths
     from simulations.phantoms import write_cohort
     from simulations.phantoms.writers import write_dataset_json
 
     drawn = write_cohort(config, out / "sites")
     folder = out / "site-01"
     ids = sorted(
-        (path.name.removesuffix(".nii.gz"), site)
+        (path.name.removesuffix(FILE_ENDING), site)
         for site in drawn.sites
-        for path in (site / "labelsTr").iterdir()
+        for path in case_paths(site, "")[1].parent.iterdir()
     )[:HELDOUT_CASES]
-    for kind in ("imagesTr", "labelsTr"):
-        (folder / kind).mkdir(parents=True)
     for case, site in ids:
-        shutil.move(site / "imagesTr" / f"{case}_0000.nii.gz", folder / "imagesTr")
-        shutil.move(site / "labelsTr" / f"{case}.nii.gz", folder / "labelsTr")
+        for source, target in zip(case_paths(site, case), case_paths(folder, case), strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, target)
     write_dataset_json(folder, config.data.modality, "heldout", len(ids))
     shutil.rmtree(out / "sites")
     return folder
