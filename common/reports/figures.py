@@ -43,6 +43,12 @@ def _centre(label: np.ndarray) -> tuple[int, int, int]:
     return tuple(s // 2 for s in label.shape)  # type: ignore[return-value]
 
 
+def label_colour(value: int) -> str:
+    """The contour colour of label ``value`` (1, 2, ...): the same in every slice and case,
+    whichever other labels the slice holds."""
+    return LABEL_COLOURS[(value - 1) % len(LABEL_COLOURS)]
+
+
 def triplanar_slices(row: GalleryRow) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """(plane, image slice, label slice, display aspect) through ``row.centre`` (default: the
     tumour centroid)."""
@@ -67,9 +73,10 @@ def triplanar_png(rows: Sequence[GalleryRow], window: tuple[float, float]) -> by
             image = image[::-1] if flip else image
             label = label[::-1] if flip else label
             axis.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect)
-            for index, value in enumerate(v for v in np.unique(label) if v > 0):
-                colour = LABEL_COLOURS[index % len(LABEL_COLOURS)]
-                axis.contour(label == value, levels=[0.5], colors=colour, linewidths=0.8)
+            for value in (int(v) for v in np.unique(label) if v > 0):
+                axis.contour(
+                    label == value, levels=[0.5], colors=label_colour(value), linewidths=0.8
+                )
             axis.set_title(f"{row.title} · {plane}", fontsize=8)
             axis.axis("off")
     figure.tight_layout()

@@ -49,7 +49,14 @@ def test_quality_presets_hold_the_issue_settings() -> None:
     assert ct.model.image_decoder == "quantiles"
     assert ct.training.amp == "bf16"
     assert ct.training.local_epochs * ct.federation.num_rounds == 40 * 3  # 1,200 steps of 4
-    assert dp.model.denoiser_output == "velocity"  # the shipped prior's recipe
+    # the shipped prior's recipe is quality-ct's, and every preset it seeds has it
+    for name in ("quality-ct-dp", "demo", "prior-ct"):
+        config = load_config(preset(name))
+        assert config.model.denoiser_output == ct.model.denoiser_output
+        assert config.model.self_conditioning
+        assert config.model.zero_terminal_snr
+        assert config.model.image_decoder == "quantiles"
+        assert config.model.tumour_weight == ct.model.tumour_weight
     assert dp.phantoms.sites == 3
     assert dp.privacy.enabled
     assert dp.privacy.target_epsilon == 8.0
