@@ -201,17 +201,13 @@ def other_site_settings(name: str, seed: int) -> FedsynthConfig:
 def write_heldout(config: FedsynthConfig, out: Path) -> Path:
     """Write the held-out cohort as one nnU-Net folder (``out/site-01``) of every site's
     held-out cases, the first HELDOUT_CASES of them; returns that folder."""
-    from common.data.nnunet import FILE_ENDING, case_paths
+    from common.data.nnunet import case_ids, case_paths
     from simulations.phantoms import write_cohort
     from simulations.phantoms.writers import write_dataset_json
 
     drawn = write_cohort(config, out / "sites")
     folder = out / "site-01"
-    ids = sorted(
-        (path.name.removesuffix(FILE_ENDING), site)
-        for site in drawn.sites
-        for path in case_paths(site, "")[1].parent.iterdir()
-    )[:HELDOUT_CASES]
+    ids = sorted((case, site) for site in drawn.sites for case in case_ids(site))[:HELDOUT_CASES]
     for case, site in ids:
         for source, target in zip(case_paths(site, case), case_paths(folder, case), strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.common import peak_rss_mib, save, time_call
 from common.config import load_config
+from common.data.nnunet import case_ids, case_paths
 from evaluator.radiomics import CaseFeatures, RadiomicsCase, extract_many
 
 CASES = 16  # enough that the last case's length hardly matters (an evaluation has dozens)
@@ -29,16 +30,10 @@ LABEL = 1  # tumour in the CT schema
 WORKERS = (1, 2)
 REPEATS = 5  # this VM's CPU speed drifts by +-30 % from run to run
 EFFICIENCY_TARGET = 0.8
-IMAGE_SUFFIX = "_0000.nii.gz"  # nnU-Net raw: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz
 
 
 def _cases(site: Path) -> list[RadiomicsCase]:
-    images = sorted((site / "imagesTr").glob(f"*{IMAGE_SUFFIX}"))
-    ids = [path.name.removesuffix(IMAGE_SUFFIX) for path in images]
-    return [
-        RadiomicsCase(case_id, image, site / "labelsTr" / f"{case_id}.nii.gz")
-        for case_id, image in zip(ids, images, strict=True)
-    ]
+    return [RadiomicsCase(case_id, *case_paths(site, case_id)) for case_id in case_ids(site)]
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:

@@ -9,11 +9,9 @@ import SimpleITK as sitk
 
 from common.config import FedsynthConfig, Scalar, load_config
 from common.data.imageio import read_image
+from common.data.nnunet import IMAGES_DIR, case_ids, case_paths
 from common.errors import DataError, FedsynthError
 from common.release import MANIFEST_FILE, read_manifest
-
-IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
-IMAGE_SUFFIX, LABEL_SUFFIX = "_0000.nii.gz", ".nii.gz"
 
 
 def manifest_settings(release: Path, error: type[FedsynthError]) -> dict[str, Scalar]:
@@ -60,10 +58,10 @@ def release_case_ids(release: Path, error: type[FedsynthError]) -> list[str]:
     Raises:
         error: no images.
     """
-    images = sorted((release / IMAGES_DIR).glob(f"*{IMAGE_SUFFIX}"))
-    if not images:
+    ids = case_ids(release)
+    if not ids:
         raise error(f"{release / IMAGES_DIR}: no synthetic images here")
-    return [path.name.removesuffix(IMAGE_SUFFIX) for path in images]
+    return ids
 
 
 def read_release_pair(
@@ -79,8 +77,7 @@ def read_release_pair(
         error: a missing or unreadable file, or a case on another grid (the message ends with
             ``grid_hint``).
     """
-    image_path = release / IMAGES_DIR / f"{case_id}{IMAGE_SUFFIX}"
-    label_path = release / LABELS_DIR / f"{case_id}{LABEL_SUFFIX}"
+    image_path, label_path = case_paths(release, case_id)
     image, label = _read(image_path, error), _read(label_path, error)
     for path, array in ((image_path, image), (label_path, label)):
         if array.shape != shape_zyx:

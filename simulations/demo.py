@@ -17,6 +17,7 @@ from rich.table import Table
 from common.cli.support import console, progress, warn
 from common.config import FedsynthConfig
 from common.data.cache import read_cache
+from common.data.nnunet import case_ids, case_paths
 from common.reports.figures import CT_SOFT_TISSUE_WINDOW, GalleryRow, write_triplanar
 from common.run_state import RUN_STATE_FILE, refuse_if_in_use
 from server.federation import RoundReport
@@ -76,10 +77,9 @@ def write_gallery(caches: Path, release: Path, config: FedsynthConfig, path: Pat
         case = cases[0]
         image = case.intensity.inverse(case.image) if config.data.modality == "ct" else case.image
         rows.append(GalleryRow(f"real: {cache.name}", image, case.label, case_spacing(config)))
-    for image_path in sorted((release / "imagesTr").glob("*.nii.gz"))[:GALLERY_CASES]:
-        case_id = image_path.name.removesuffix("_0000.nii.gz")
+    for case_id in case_ids(release)[:GALLERY_CASES]:
+        image_path, label_path = case_paths(release, case_id)
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path))).astype(np.float32)
-        label_path = release / "labelsTr" / f"{case_id}.nii.gz"
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
         rows.append(GalleryRow(f"synthetic: {case_id}", image, label, case_spacing(config)))
     window = CT_SOFT_TISSUE_WINDOW if config.data.modality == "ct" else (0.0, 1000.0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common.config import DataConfig, parse_label_remap
 from common.data.imageio import image_suffix
+from common.data.nnunet import IMAGES_DIR, LABELS_DIR
 from common.data.problems import Problem, ProblemKind
 from common.data.schema import canonical_label_name, schema_for
 
@@ -42,7 +43,7 @@ class SiteListing:
 
 def detect_layout(root: Path) -> str:
     """Guess the layout of ``root``: nnunet, brats or pattern."""
-    if (root / NNUNET_DATASET_JSON).exists() or (root / "imagesTr").is_dir():
+    if (root / NNUNET_DATASET_JSON).exists() or (root / IMAGES_DIR).is_dir():
         return "nnunet"
     if any(root.glob(f"*{BRATS_LABEL_SUFFIX}.nii*")) or any(
         root.glob(f"*/*{BRATS_LABEL_SUFFIX}.nii*")
@@ -132,7 +133,7 @@ def _file_ending(root: Path) -> str:
 def _list_nnunet(root: Path, data: DataConfig) -> SiteListing:
     remap, problems = _nnunet_label_remap(root, data)
     ending = _file_ending(root)
-    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    images_dir, labels_dir = root / IMAGES_DIR, root / LABELS_DIR
     images = {
         p.name[: -len(ending)][: -len("_0000")]: p
         for p in sorted(images_dir.glob(f"*_0000{ending}"))

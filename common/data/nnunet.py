@@ -13,14 +13,23 @@ from common.atomic import atomic_write_text
 from common.data.schema import schema_for
 
 FILE_ENDING = ".nii.gz"
+IMAGES_DIR, LABELS_DIR = "imagesTr", "labelsTr"
+CHANNEL_0 = "_0000"
+"""The channel suffix of a single-channel case's image file."""
 
 
 def case_paths(root: Path, case_id: str) -> tuple[Path, Path]:
     """The image (channel 0) and label-map files of a case."""
     return (
-        root / "imagesTr" / f"{case_id}_0000{FILE_ENDING}",
-        root / "labelsTr" / f"{case_id}{FILE_ENDING}",
+        root / IMAGES_DIR / f"{case_id}{CHANNEL_0}{FILE_ENDING}",
+        root / LABELS_DIR / f"{case_id}{FILE_ENDING}",
     )
+
+
+def case_ids(root: Path) -> list[str]:
+    """The ids of the cases whose channel-0 image a folder holds, sorted."""
+    suffix = f"{CHANNEL_0}{FILE_ENDING}"
+    return [p.name.removesuffix(suffix) for p in sorted((root / IMAGES_DIR).glob(f"*{suffix}"))]
 
 
 def dataset_json(modality: str, name: str, description: str, cases: int) -> dict[str, object]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+from matplotlib.image import imread
 
 from common.reports.figures import (
     LABEL_COLOURS,
@@ -52,10 +54,6 @@ def test_png_is_written(tmp_path: Path) -> None:
 
 def _pixels_of(png: bytes, colour: str) -> int:
     """Pixels of a PNG within a few levels of ``colour`` ('#rrggbb')."""
-    from io import BytesIO
-
-    from matplotlib.image import imread
-
     rgb = (imread(BytesIO(png), format="png")[..., :3] * 255).round()
     wanted = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
     return int((np.abs(rgb - wanted).max(axis=-1) <= 8).sum())
