@@ -12,12 +12,11 @@ A simulation folder ``RUN`` holds:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from common.runs import RunSummary, read_summary
 from server.app import make_server_app
 from server.federation import RELEASE_DIR, RoundCallback, RoundReport
 from simulations.phantoms import write_cohort
+from simulations.ray_engine import ray_under_fedsynths_stop, stop_ray
 
 LOGGER = logging.getLogger("fedsynth.simulate")
 
@@ -48,30 +48,6 @@ QUIET_ENVIRONMENT = {
 }
 """No telemetry or update checks from Flower; quiet Ray; and no Ray crash handler, which turns
 a SIGTERM into an abort (exit 134) before fedsynth can stop cleanly (``common.interrupts``)."""
-
-
-def _stop_ray() -> None:
-    """End Ray's daemons and actors now (a stopped run's children must not outlive it)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@contextlib.contextmanager
-def _sigterm_kept_from_ray() -> Iterator[None]:
-    """Within the block ``ray.init`` leaves the process's SIGTERM handler alone. Ray's own
-    (``sys.exit`` in the driver) would unwind Flower's simulation, its threads reporting the
-    actors this ends as tracebacks, before fedsynth knew of the stop; fedsynth's
-    (``common.interrupts``) stops a simulation as it stops every command."""
-    from ray._private import utils as ray_utils
-
-    ray_handler = ray_utils.set_sigterm_handler
-    ray_utils.set_sigterm_handler = lambda _handler: None
-    try:
-        yield
-    finally:
-        ray_utils.set_sigterm_handler = ray_handler
 
 
 @dataclass(frozen=True)
@@ -186,7 +162,7 @@ def simulate(
         "num_gpus": config.simulation.gpus_per_site,
     }
     os.environ.update(QUIET_ENVIRONMENT)
-    with warnings.catch_warnings(), record.stopped_on_error(), _sigterm_kept_from_ray():
+    with warnings.catch_warnings(), record.stopped_on_error(), ray_under_fedsynths_stop():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         try:
@@ -197,7 +173,7 @@ def simulate(
                 backend_config={"client_resources": resources},  # type: ignore[dict-item]
             )
         except Interrupted:
-            _stop_ray()
+            stop_ray()
             raise
     record.finish(config.federation.num_rounds)
     server_dir = out / SERVER_DIR
