@@ -34,7 +34,6 @@ from common.runs import RunSummary, read_summary
 from server.app import make_server_app
 from server.federation import RELEASE_DIR, RoundCallback, RoundReport
 from simulations.phantoms import write_cohort
-from simulations.ray_engine import ray_under_fedsynths_stop, stop_ray
 
 LOGGER = logging.getLogger("fedsynth.simulate")
 
@@ -162,6 +161,8 @@ def simulate(
         "num_gpus": config.simulation.gpus_per_site,
     }
     os.environ.update(QUIET_ENVIRONMENT)
+    from simulations.ray_engine import ray_under_fedsynths_stop, stop_ray  # Ray loads slowly
+
     with warnings.catch_warnings(), record.stopped_on_error(), ray_under_fedsynths_stop():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
