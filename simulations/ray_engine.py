@@ -73,12 +73,14 @@ class OrderlyRayBackend(raybackend.RayBackend):
 
         with self._calls:
             self._terminating = True
-        for actor in self._actors:
-            ray.kill(actor)
-        with self._calls:
-            self._calls.wait_for(lambda: self._inside_ray == 0, timeout=LEAVE_RAY_TIMEOUT_S)
-        gc.collect()  # object references in garbage cycles are released while Ray is up
-        ray.shutdown()
+        try:
+            for actor in self._actors:
+                ray.kill(actor)
+            with self._calls:
+                self._calls.wait_for(lambda: self._inside_ray == 0, timeout=LEAVE_RAY_TIMEOUT_S)
+        finally:
+            gc.collect()  # object references in garbage cycles are released while Ray is up
+            ray.shutdown()
 
     def _park(self) -> None:
         self._calls.release()
