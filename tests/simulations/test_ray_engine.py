@@ -90,7 +90,8 @@ def test_terminate_ends_a_training_site_and_shuts_ray_down_after_every_thread_le
     assert time.monotonic() - began < LEAVE_RAY_TIMEOUT_S  # left because its actor ended
     assert not ray.is_initialized()
     assert backend.threads_inside_ray == 0
-    assert site.is_alive() and not _ray_frames(site)  # parked outside Ray
+    assert site.is_alive()
+    assert not _ray_frames(site)  # parked outside Ray
     assert replies == []
 
 
