@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from common.data.imageio import write_image
+from common.data.nnunet import CHANNEL_0, IMAGES_DIR, LABELS_DIR
 from simulations.phantoms.dicom import write_dicom_series
 
 FORMATS = {
@@ -396,8 +397,8 @@ def _site(case: FuzzCase, root: Path) -> tuple[Path, Path]:
             case.dataset_json if case.dataset_json is not None else json.dumps(meta),
             encoding="utf-8",
         )
-        image = _write_file(volume.image(), site / "imagesTr", "c_0000", case.format)
-        label = _write_file(volume.label(), site / "labelsTr", "c", case.format)
+        image = _write_file(volume.image(), site / IMAGES_DIR, f"c{CHANNEL_0}", case.format)
+        label = _write_file(volume.label(), site / LABELS_DIR, "c", case.format)
     elif case.layout == "brats":
         image = _write_file(volume.image(), site / "c", "c-t1c", case.format)
         label = _write_file(volume.label(), site / "c", "c-seg", case.format)

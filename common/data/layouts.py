@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.config import DataConfig, parse_label_remap
 from common.data.imageio import image_suffix
-from common.data.nnunet import IMAGES_DIR, LABELS_DIR
+from common.data.nnunet import CHANNEL_0, IMAGES_DIR, LABELS_DIR
 from common.data.problems import Problem, ProblemKind
 from common.data.schema import canonical_label_name, schema_for
 
@@ -135,8 +135,8 @@ def _list_nnunet(root: Path, data: DataConfig) -> SiteListing:
     ending = _file_ending(root)
     images_dir, labels_dir = root / IMAGES_DIR, root / LABELS_DIR
     images = {
-        p.name[: -len(ending)][: -len("_0000")]: p
-        for p in sorted(images_dir.glob(f"*_0000{ending}"))
+        p.name.removesuffix(f"{CHANNEL_0}{ending}"): p
+        for p in sorted(images_dir.glob(f"*{CHANNEL_0}{ending}"))
     }
     labels = {p.name[: -len(ending)]: p for p in sorted(labels_dir.glob(f"*{ending}"))}
     cases = []
@@ -149,7 +149,7 @@ def _list_nnunet(root: Path, data: DataConfig) -> SiteListing:
             )
     for case_id, label in labels.items():
         if case_id not in images:
-            expected = images_dir / f"{case_id}_0000{ending}"
+            expected = images_dir / f"{case_id}{CHANNEL_0}{ending}"
             problems.append(_missing(case_id, label, "image", expected))
     remap.update(_user_remap(data))
     return SiteListing(root, "nnunet", tuple(cases), tuple(problems), remap)
