@@ -500,10 +500,11 @@ class ModelConfig:
     )
     label_calibration_tries: int = setting(
         0,
-        "with model.tumour-calibration-cases: after the tumour-volume search, samples at most "
-        "this many more tries of model.label-logit-shifts so that every label's mean volume "
-        "matches the training cases' (each site then sends one mean per label); 0 calibrates "
-        "the tumour's union only",
+        "with model.tumour-calibration-cases: after the tumour-volume search, searches "
+        "model.label-logit-shifts group by group (mri: the tumour core, then the necrotic "
+        "core; ct: bone), at most this many more samples a group, so that each group's mean "
+        "volume matches the training cases' (each site then sends one mean per label); 0 "
+        "calibrates the tumour's union only",
         minimum=0,
         maximum=50,
     )

@@ -15,12 +15,15 @@ A glioma's labels share that volume unevenly: bench seed 1 (quality-mri), calibr
 union's 293 voxels, drew oedema at 1.07x the held-out cases', enhancing tumour at 1.34x and
 no necrotic core at all (7.5 voxels a case in the real ones); and every other label is
 drawn with a bias of its own (thin bone, under an argmax, too little). With
-``model.label-calibration-tries`` the search goes on per label, every label of the schema:
-each label's own shift (``model.label-logit-shifts``, on top of the union's for tumour
-labels) takes the same secant step on its own volume, all labels at once from one sample per
-try (the labels compete for the same voxels, so a step also moves the others a little; the
-next step sees that), and the try whose worst label is closest to its target is kept. Each
-site then sends one mean per label.
+``model.label-calibration-tries`` the search goes on, one group of labels after another
+(the schema's ``calibration_groups``; mri: the tumour core inside the union, then the
+necrotic core inside the core; ct: bone): the same one-shift search on the group's volume,
+its shift added to the group's labels' logits on top of the shifts found before
+(``model.label-logit-shifts``). A nested group moves voxels between itself and its parent,
+so each search leaves the ones before it nearly as they were. Searching every label at once
+did not work: the labels compete for the same voxels, and on quality-mri bench seed 1 the
+simultaneous steps traded them off (0-151 necrotic voxels a try against 10) until the
+release drew 0.33x the oedema. Each site then sends one mean per label.
 """
 
 from __future__ import annotations
@@ -58,14 +61,24 @@ class VolumeTargets:
 
 
 @dataclass(frozen=True)
+class GroupSearch:
+    """One group's search: its label values and the one-shift search on its volume."""
+
+    labels: tuple[int, ...]
+    search: Calibration
+
+
+@dataclass(frozen=True)
 class LabelCalibration:
-    """The per-label search: targets, the chosen shifts and their volumes (label order), and
-    every (shifts, volumes) sampled, the union's chosen shift first (shifts all 0)."""
+    """The per-label search: targets, the chosen shifts and their volumes (label order),
+    every (shifts, volumes) sampled, the union's chosen shift first (shifts all 0), and each
+    group's search in order."""
 
     targets: tuple[float, ...]
     shifts: tuple[float, ...]
     volumes: tuple[float, ...]
     tried: list[tuple[tuple[float, ...], tuple[float, ...]]]
+    groups: tuple[GroupSearch, ...]
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,10 @@ class Calibration:
                 "logit_shifts": list(found.shifts),
                 "sampled_voxels": list(found.volumes),
                 "tried": [[list(shifts), list(volumes)] for shifts, volumes in found.tried],
+                "groups": [
+                    {"labels": list(group.labels), **group.search.to_json()}
+                    for group in found.groups
+                ],
             }
         return out
 
@@ -168,47 +185,61 @@ def search_shift(
 
 def search_label_shifts(
     volumes_at: Callable[[tuple[float, ...]], Sequence[float]],
+    values: Sequence[int],
     targets: Sequence[float],
     first: Sequence[float],
+    groups: Sequence[tuple[int, ...]],
     *,
     tolerance: float,
     tries: int,
 ) -> LabelCalibration:
-    """Per-label shifts (from all 0, whose volumes are ``first``) whose ``volumes_at`` are each
-    within ``tolerance`` of their ``targets``, after at most ``tries`` more evaluations; else
-    the try whose worst label was closest.
-
-    Each label keeps its own (shift, gap) history and takes :func:`_next_shift`'s step on it; a
-    label already within tolerance keeps its shift (its gap is updated, since the others'
-    steps move it too)."""
-    if len(first) != len(targets) or any(t < 0 for t in targets) or tries < 0:
+    """Per-label shifts (label ``values``, from all 0, whose volumes are ``first``) found one
+    group after another: each group's shift, added to its labels' on top of the earlier
+    groups', is searched by :func:`search_shift` until the group's volume is within
+    ``tolerance`` of the sum of its labels' ``targets``, in at most ``tries`` more samples
+    a group, and the closest try is kept."""
+    count = len(values)
+    if len(first) != count or len(targets) != count or any(t < 0 for t in targets):
         raise ValueError(f"targets {list(targets)} and first volumes {list(first)} must pair up")
-    close = math.log1p(tolerance)
+    if tries < 0 or any(value not in values for group in groups for value in group):
+        raise ValueError(f"groups {list(groups)} must hold label values of {list(values)}")
+    shifts = (0.0,) * count
+    sampled = {shifts: tuple(float(v) for v in first)}
+    tried = [(shifts, sampled[shifts])]
 
-    def gaps(volumes: Sequence[float]) -> list[float]:
-        return [_gap(v, t) for v, t in zip(volumes, targets, strict=True)]
+    def volumes(trial: tuple[float, ...]) -> tuple[float, ...]:
+        if trial not in sampled:
+            sampled[trial] = tuple(float(v) for v in volumes_at(trial))
+            tried.append((trial, sampled[trial]))
+        return sampled[trial]
 
-    def worst(volumes: Sequence[float]) -> float:
-        return max(abs(g) for g in gaps(volumes))
-
-    histories = [[(0.0, g)] for g in gaps(first)]
-    tried = [((0.0,) * len(targets), tuple(float(v) for v in first))]
-    while len(tried) <= tries and worst(tried[-1][1]) > close:
-        shifts = tuple(
-            _next_shift(points) if abs(points[-1][1]) > close else points[-1][0]
-            for points in histories
+    searches = []
+    for group in groups:
+        members = [values.index(value) for value in group]
+        found = search_shift(
+            _group_volume(volumes, shifts, members),
+            sum(targets[i] for i in members),
+            tolerance=tolerance,
+            tries=tries + 1,  # its first, at the shifts found so far, is sampled already
         )
-        if shifts == tried[-1][0]:
-            break  # every label at a bound or stalled: another try would repeat this one
-        volumes = tuple(float(v) for v in volumes_at(shifts))
-        tried.append((shifts, volumes))
-        for points, shift, gap in zip(histories, shifts, gaps(volumes), strict=True):
-            if shift == points[-1][0]:
-                points[-1] = (shift, gap)
-            else:
-                points.append((shift, gap))
-    best = min(tried, key=lambda pair: worst(pair[1]))
-    return LabelCalibration(tuple(float(t) for t in targets), best[0], best[1], tried)
+        shifts = _moved(shifts, members, found.shift)
+        searches.append(GroupSearch(tuple(group), found))
+    return LabelCalibration(
+        tuple(float(t) for t in targets), shifts, sampled[shifts], tried, tuple(searches)
+    )
+
+
+def _moved(shifts: tuple[float, ...], members: Sequence[int], by: float) -> tuple[float, ...]:
+    return tuple(s + by if i in members else s for i, s in enumerate(shifts))
+
+
+def _group_volume(
+    volumes: Callable[[tuple[float, ...]], tuple[float, ...]],
+    shifts: tuple[float, ...],
+    members: Sequence[int],
+) -> Callable[[float], float]:
+    """The group's sampled volume as a function of its own shift on top of ``shifts``."""
+    return lambda by: sum(volumes(_moved(shifts, members, by))[i] for i in members)
 
 
 def _next_shift(points: list[tuple[float, float]]) -> float:
@@ -236,9 +267,9 @@ def calibrate_tumour_volume(
 ) -> tuple[FedsynthConfig, Calibration]:
     """Search ``model.tumour-logit-shift`` on the trained ``model`` so that the mean tumour
     volume of ``model.tumour-calibration-cases`` samples matches ``targets.tumour`` (voxels a
-    case), then, with ``targets.labels``, ``model.label-logit-shifts`` so that each label's
-    does; the config with the chosen shifts (which the model keeps for sampling) and the
-    search."""
+    case), then, with ``targets.labels``, ``model.label-logit-shifts`` so that each
+    calibration group's does; the config with the chosen shifts (which the model keeps for
+    sampling) and the search."""
     if not isinstance(model, DiffusionModel):  # pragma: no cover - a config rule prevents it
         raise TypeError(f"only the diffusion family calibrates, not {model.family}")
     cases = config.model.tumour_calibration_cases
@@ -269,8 +300,10 @@ def calibrate_tumour_volume(
     if targets.labels:
         per_label = search_label_shifts(
             lambda shifts: volumes_at(found.shift, _listed(shifts)),
+            values,
             [targets.labels[value] for value in values],
             sampled[(found.shift, "")],
+            schema_for(config.data.modality).calibration_groups,
             tolerance=config.model.tumour_calibration_tolerance,
             tries=config.model.label_calibration_tries,
         )

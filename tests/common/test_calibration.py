@@ -13,6 +13,7 @@ from common.errors import ConfigError
 from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
 from common.models.calibration import (
     SHIFT_BOUND,
+    LabelCalibration,
     VolumeTargets,
     calibrate_tumour_volume,
     mean_voxels,
@@ -120,62 +121,111 @@ def test_calibration_settings_are_checked(overrides: dict[str, object], message:
         tiny_config(**{**CALIBRATED, **overrides})  # type: ignore[arg-type]
 
 
+MRI_VALUES = (1, 2, 3)
+NESTED = ((1, 3), (1,))
+
+
 def test_the_label_search_by_hand() -> None:
-    """Two labels that do not interact, volume_i(s_i) = a_i e^(3 s_i), a = (50, 400), targets
-    (400, 400): label 2 is on target from the start and keeps shift 0; label 1 takes the steps
-    of the one-label hand search (s = 1.03107, then 0.69160, 398.2 voxels)."""
+    """Labels that do not interact, volume_i = a_i e^(3 s_i), a = (10, 200, 40), targets
+    (100, 200, 300). The core (1, 3) is 50 e^(3 s): the one-shift search's steps by hand
+    (s = 1.03107, then 0.69160, 398.2 voxels against 400). Then the necrotic core (1) from
+    79.63 voxels (10 e^(3 x 0.69160)) to 100: g0 = ln 80.63 - ln 101 = -0.22525, s = 0.11262,
+    111.6 voxels, g1 = 0.10908, secant s = 0.07588, 100.0 voxels. Oedema (2) is on target
+    and in no group: it keeps shift 0."""
     found = search_label_shifts(
-        lambda s: [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1])],
-        [400.0, 400.0],
-        [50.0, 400.0],
+        lambda s: [10 * math.exp(3 * s[0]), 200 * math.exp(3 * s[1]), 40 * math.exp(3 * s[2])],
+        MRI_VALUES,
+        [100.0, 200.0, 300.0],
+        [10.0, 200.0, 40.0],
+        NESTED,
         tolerance=0.1,
         tries=6,
     )
-    assert [shifts for shifts, _ in found.tried] == [
-        (0.0, 0.0),
-        (pytest.approx(1.03107, abs=1e-5), 0.0),
-        (pytest.approx(0.69160, abs=1e-5), 0.0),
-    ]
-    assert found.shifts == found.tried[-1][0]
-    assert found.volumes == (pytest.approx(398.2, abs=0.1), 400.0)
+    core, necrotic = (group.search for group in found.groups)
+    assert [s for s, _ in core.tried] == pytest.approx([0.0, 1.03107, 0.69160], abs=1e-5)
+    assert [s for s, _ in necrotic.tried] == pytest.approx([0.0, 0.11262, 0.07588], abs=1e-5)
+    assert necrotic.tried[1][1] == pytest.approx(111.6, abs=0.1)
+    assert found.shifts == pytest.approx((0.69160 + 0.07588, 0.0, 0.69160), abs=1e-5)
+    assert found.volumes == pytest.approx((100.0, 200.0, 398.2 * 0.8), abs=0.1)
+    assert len(found.tried) == 1 + 2 + 2  # the first, then each group's new samples
+    assert [group.labels for group in found.groups] == list(NESTED)
 
 
-def test_labels_that_compete_for_voxels_are_searched_together() -> None:
-    """Label 2 loses voxels as label 1's shift grows (e^(-s_1)): once label 1 has moved, label
-    2 is off target and steps too, until both are within tolerance."""
+def test_a_nested_group_moves_voxels_within_its_parent() -> None:
+    """A core of 50 e^(3 s_3) voxels split between necrotic (1) and enhancing (3) by
+    sigmoid(s_1 - s_3 - 2), as an argmax over nested labels does: the necrotic search
+    leaves the core where the core search put it, and every label ends within tolerance."""
 
     def volumes(s: tuple[float, ...]) -> list[float]:
-        return [50 * math.exp(3 * s[0]), 400 * math.exp(3 * s[1] - s[0])]
+        core = 50 * math.exp(3 * s[2])
+        necrotic = core / (1 + math.exp(-(s[0] - s[2] - 2)))
+        return [necrotic, 220.0, core - necrotic]
 
-    found = search_label_shifts(volumes, [400.0, 400.0], [50.0, 400.0], tolerance=0.1, tries=8)
-    assert found.tried[1][0][1] == 0.0  # label 2 waits while it is on target
-    assert found.shifts[1] > 0.1  # then steps up to make up for what label 1 took
-    close = math.log1p(0.1)
-    assert all(abs(math.log1p(v) - math.log1p(400.0)) <= close for v in found.volumes)
-    assert found.volumes == tuple(volumes(found.shifts))
-
-
-def test_the_label_search_stops_when_every_label_is_stuck_and_keeps_the_closest() -> None:
-    """Nothing is ever drawn: both labels step to the bound together (as the one-label search
-    does), then a try would repeat the last; every try is as far, so the first is kept."""
+    targets = [12.0, 220.0, 60.0]
     found = search_label_shifts(
-        lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=10
+        volumes, MRI_VALUES, targets, volumes((0.0, 0.0, 0.0)), NESTED, tolerance=0.1, tries=6
     )
-    assert [shifts[0] for shifts, _ in found.tried] == pytest.approx(
-        [0.0, 2.85356, SHIFT_BOUND], abs=1e-5
+    core, necrotic = (group.search for group in found.groups)
+    assert found.volumes[0] + found.volumes[2] == pytest.approx(core.volume)
+    close = math.log1p(0.1)
+    assert all(
+        abs(math.log1p(v) - math.log1p(t)) <= close
+        for v, t in zip(found.volumes, targets, strict=True)
     )
+    assert found.volumes == pytest.approx(tuple(volumes(found.shifts)))
+    # 12 of a 72-voxel core is logit(1/6) = -1.61 against sigmoid's -2 at shift 0: ~0.39
+    assert necrotic.shift == pytest.approx(0.39, abs=0.05)
+
+
+def _never_drawn(tries: int) -> LabelCalibration:
+    """Two one-label groups, nothing ever drawn, targets 300 each."""
+    return search_label_shifts(
+        lambda s: [0.0, 0.0],
+        (1, 2),
+        [300.0, 300.0],
+        [0.0, 0.0],
+        ((1,), (2,)),
+        tolerance=0.1,
+        tries=tries,
+    )
+
+
+def test_the_label_search_stops_when_a_group_is_stuck_and_keeps_the_closest() -> None:
+    """Nothing is ever drawn: each group steps to the bound (as the one-label search does),
+    then a try would repeat the last; every try is as far, so each keeps shift 0."""
+    found = _never_drawn(tries=10)
+    assert [shifts for shifts, _ in found.tried] == [
+        (0.0, 0.0),
+        (pytest.approx(2.85356, abs=1e-5), 0.0),
+        (SHIFT_BOUND, 0.0),
+        (0.0, pytest.approx(2.85356, abs=1e-5)),
+        (0.0, SHIFT_BOUND),
+    ]
     assert found.shifts == (0.0, 0.0)
-    limited = search_label_shifts(
-        lambda s: [0.0, 0.0], [300.0, 300.0], [0.0, 0.0], tolerance=0.1, tries=0
-    )
-    assert len(limited.tried) == 1  # 0 more tries: the union's shift alone
+    assert len(_never_drawn(tries=0).tried) == 1  # 0 more tries: the union's shift alone
 
 
-def test_bad_label_search_arguments() -> None:
-    with pytest.raises(ValueError, match="must pair up"):
-        search_label_shifts(lambda s: [1.0], [1.0, 2.0], [1.0], tolerance=0.1, tries=3)
-    with pytest.raises(ValueError, match="must pair up"):
-        search_label_shifts(lambda s: [1.0], [-1.0], [1.0], tolerance=0.1, tries=3)
+@pytest.mark.parametrize(
+    ("values", "targets", "first", "groups", "tries", "message"),
+    [
+        ((1,), [1.0, 2.0], [1.0], ((1,),), 3, "must pair up"),
+        ((1,), [-1.0], [1.0], ((1,),), 3, "must pair up"),
+        ((1, 2), [1.0, 1.0], [1.0, 1.0], ((3,),), 3, "must hold label values"),
+        ((1,), [1.0], [1.0], ((1,),), -1, "must hold label values"),
+    ],
+)
+def test_bad_label_search_arguments(
+    values: tuple[int, ...],
+    targets: list[float],
+    first: list[float],
+    groups: tuple[tuple[int, ...], ...],
+    tries: int,
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        search_label_shifts(
+            lambda s: first, values, targets, first, groups, tolerance=0.1, tries=tries
+        )
 
 
 MRI_CALIBRATED = {
@@ -186,11 +236,12 @@ MRI_CALIBRATED = {
 }
 
 
-def test_an_untrained_mri_model_is_calibrated_label_by_label() -> None:
+def test_an_untrained_mri_model_is_calibrated_group_by_group() -> None:
     """Zero logits and one shift for every tumour label: the union search makes the tumour the
     argmax everywhere, and ties go to the first label (necrotic, 1): volumes (4096, 0, 0).
-    Targets (0, 4096, 0): label 1's gap ln 4097 steps it down by ln 4097 / 2, label 2's up
-    as far, label 3 is on target; then oedema (2) is the argmax everywhere: (0, 4096, 0)."""
+    Targets (0, 4096, 0): the core (1, 3) is 4,096 against 0, so its shift steps down by
+    ln 4097 / 2 and oedema (2) becomes the argmax everywhere: (0, 4096, 0); the necrotic
+    core is then on target (0) at once."""
     config = tiny_config(**MRI_CALIBRATED)
     model = build_model(config)
     assert isinstance(model, DiffusionModel)
@@ -202,12 +253,15 @@ def test_an_untrained_mri_model_is_calibrated_label_by_label() -> None:
     assert found.labels is not None
     assert found.labels.tried == [
         ((0.0, 0.0, 0.0), (4096.0, 0.0, 0.0)),
-        ((pytest.approx(-step), pytest.approx(step), 0.0), (0.0, 4096.0, 0.0)),
+        ((pytest.approx(-step), 0.0, pytest.approx(-step)), (0.0, 4096.0, 0.0)),
     ]
     shifts = calibrated.model.label_shifts()
-    assert shifts == pytest.approx((-step, step, 0.0), abs=1e-5)
+    assert shifts == pytest.approx((-step, 0.0, -step), abs=1e-5)
     assert model.config.label_logit_shifts == calibrated.model.label_logit_shifts
-    assert found.to_json()["labels"]["logit_shifts"] == list(found.labels.shifts)
+    written = found.to_json()["labels"]
+    assert written["logit_shifts"] == list(found.labels.shifts)
+    assert [group["labels"] for group in written["groups"]] == [[1, 3], [1]]
+    assert written["groups"][1]["tried"] == [[0.0, 0.0]]
     drawn = model.sample(1, torch.Generator().manual_seed(0)).label
     assert int((drawn == 2).sum()) == 4096
 

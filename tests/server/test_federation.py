@@ -354,8 +354,9 @@ def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
     tmp_path: Path,
 ) -> None:
     """With label tries, MRI sites send the union's mean and one mean per label (necrotic,
-    oedema, enhancing) and nothing else about their labels; the server searches each label's
-    shift on top of the union's, keeps them in model.pt and records the search."""
+    oedema, enhancing) and nothing else about their labels; the server searches the tumour
+    core's shift, then the necrotic core's, on top of the union's, keeps them in model.pt
+    and records the search."""
     config = smoke_config(
         **{
             "data.modality": "mri",
@@ -380,7 +381,8 @@ def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
     expected = [sum(v[i] * n for v, n in sent) / total for i in range(3)]
     found = read_summary(tmp_path / "run").calibration["labels"]
     assert found["target_voxels"] == pytest.approx(expected)
-    assert 1 <= len(found["tried"]) <= 3  # the union's choice, then at most 2 tries
+    assert 1 <= len(found["tried"]) <= 5  # the union's choice, then at most 2 tries a group
+    assert [group["labels"] for group in found["groups"]] == [[1, 3], [1]]
     _, saved = load_model(tmp_path / "run" / MODEL_FILE)
     assert list(saved.model.label_shifts() or (0.0,) * 3) == pytest.approx(
         found["logit_shifts"], abs=1e-5
