@@ -502,9 +502,10 @@ class ModelConfig:
         0,
         "with model.tumour-calibration-cases: after the tumour-volume search, searches "
         "model.label-logit-shifts group by group (mri: the tumour core, then the necrotic "
-        "core; ct: bone), at most this many more samples a group, so that each group's mean "
-        "volume matches the training cases' (each site then sends one mean per label); 0 "
-        "calibrates the tumour's union only",
+        "core; ct: bone), at most this many more samples a group and pass (a second pass "
+        "when a group is still off), so that each group's mean volume matches the training "
+        "cases' (each site then sends one mean per label); 0 calibrates the tumour's union "
+        "only",
         minimum=0,
         maximum=50,
     )

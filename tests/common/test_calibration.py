@@ -11,6 +11,7 @@ from model_support import tiny_cohort, tiny_config
 
 from common.errors import ConfigError
 from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
+from common.models import calibration
 from common.models.calibration import (
     SHIFT_BOUND,
     LabelCalibration,
@@ -175,6 +176,41 @@ def test_a_nested_group_moves_voxels_within_its_parent() -> None:
     assert found.volumes == pytest.approx(tuple(volumes(found.shifts)))
     # 12 of a 72-voxel core is logit(1/6) = -1.61 against sigmoid's -2 at shift 0: ~0.39
     assert necrotic.shift == pytest.approx(0.39, abs=0.05)
+
+
+def test_a_second_pass_brings_back_the_core_that_the_necrotic_step_shrank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The necrotic core (1) grows at 1.5 times its gain from the enhancing tumour (3), so
+    it shrinks the core too, as sampling bench seed 2's model did. After one pass the core
+    is off its target (worst label 13% off in log); a second pass searches the core and
+    then the necrotic core again, and every label ends within tolerance."""
+
+    def volumes(s: tuple[float, ...]) -> list[float]:
+        whole = 50 * math.exp(3 * s[2])
+        necrotic = whole / (1 + math.exp(-(s[0] - s[2] - 2)))
+        return [necrotic, 220.0, whole - 1.5 * necrotic]
+
+    targets = [24.0, 220.0, 48.0]
+
+    def search() -> LabelCalibration:
+        first = volumes((0.0, 0.0, 0.0))
+        return search_label_shifts(
+            volumes, MRI_VALUES, targets, first, NESTED, tolerance=0.1, tries=6
+        )
+
+    def worst(found: LabelCalibration) -> float:
+        pairs = zip(found.volumes, targets, strict=True)
+        return max(abs(math.log1p(v) - math.log1p(t)) for v, t in pairs)
+
+    two_passes = search()
+    assert [group.labels for group in two_passes.groups] == [*NESTED, *NESTED]
+    assert worst(two_passes) == pytest.approx(0.068, abs=0.005)
+    assert worst(two_passes) <= math.log1p(0.1)
+    monkeypatch.setattr(calibration, "GROUP_PASSES", 1)
+    one_pass = search()
+    assert len(one_pass.groups) == len(NESTED)
+    assert worst(one_pass) == pytest.approx(0.13, abs=0.005)
 
 
 def _never_drawn(tries: int) -> LabelCalibration:
