@@ -26,6 +26,7 @@ from common.config import FedsynthConfig
 from common.data.dataset import CachedCases
 from common.errors import OutputExistsError
 from common.exchange import ARRAYS_KEY, METRICS_KEY, array_spec, model_arrays
+from common.models.calibration import GROUP_PASSES
 from common.models.checkpoint import load_model
 from common.models.registry import build_model
 from common.release import read_manifest
@@ -381,8 +382,10 @@ def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
     expected = [sum(v[i] * n for v, n in sent) / total for i in range(3)]
     found = read_summary(tmp_path / "run").calibration["labels"]
     assert found["target_voxels"] == pytest.approx(expected)
-    assert 1 <= len(found["tried"]) <= 5  # the union's choice, then at most 2 tries a group
-    assert [group["labels"] for group in found["groups"]] == [[1, 3], [1]]
+    # the union's choice, then at most 2 tries a group and pass
+    assert 1 <= len(found["tried"]) <= 1 + 2 * 2 * GROUP_PASSES
+    groups = [group["labels"] for group in found["groups"]]
+    assert groups in ([[1, 3], [1]], [[1, 3], [1]] * GROUP_PASSES)
     _, saved = load_model(tmp_path / "run" / MODEL_FILE)
     assert list(saved.model.label_shifts() or (0.0,) * 3) == pytest.approx(
         found["logit_shifts"], abs=1e-5
