@@ -202,7 +202,8 @@ def search_label_shifts(
     group after another: each group's shift, added to its labels' on top of the earlier
     groups', is searched by :func:`search_shift` until the group's volume is within
     ``tolerance`` of the sum of its labels' ``targets``, in at most ``tries`` more samples
-    a group, and the closest try is kept."""
+    a group, and the closest try is kept; the groups are searched again (up to GROUP_PASSES
+    passes) while any group is off its target."""
     count = len(values)
     if len(first) != count or len(targets) != count or any(t < 0 for t in targets):
         raise ValueError(f"targets {list(targets)} and first volumes {list(first)} must pair up")
