@@ -209,7 +209,7 @@ PRESETS: dict[str, Preset] = {
                 # yet bench seeds drew 4-6x the real tumour volume at 2x; the sampled volume
                 # grows steeply with a logit shift (bench seed 1, its own training cases:
                 # shift 0 -> 895 voxels, -0.7 -> 250, -1.4 -> 0, against 293), so the shift
-                # is calibrated after training to the training cases' mean (~2 min a try);
+                # is calibrated after training to the training cases' mean (~95 s a try);
                 # on 24 samples: at bench seed 1's chosen shifts, batches of 12 fresh samples
                 # drew 161-267 tumour voxels a case (some cases none), so 12 matched by chance
                 "model.tumour-calibration-cases": 24,

@@ -53,12 +53,15 @@ HEAD_NECK_CT = LabelSchema(
     calibration_groups=((2,),),
 )
 
+GLIOMA_LABELS = {"necrotic_core": 1, "oedema": 2, "enhancing_tumour": 3}
+GLIOMA_REGIONS = {"tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing_tumour": (3,)}
+
 BRAIN_GLIOMA_MRI = LabelSchema(
     modality="mri",
-    labels={"necrotic_core": 1, "oedema": 2, "enhancing_tumour": 3},
-    regions={"tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing_tumour": (3,)},
+    labels=GLIOMA_LABELS,
+    regions=GLIOMA_REGIONS,
     channel_name="T1c",
-    calibration_groups=((1, 3), (1,)),
+    calibration_groups=(GLIOMA_REGIONS["tumour_core"], (GLIOMA_LABELS["necrotic_core"],)),
 )
 
 SCHEMAS = {"ct": HEAD_NECK_CT, "mri": BRAIN_GLIOMA_MRI}
