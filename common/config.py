@@ -509,6 +509,22 @@ class ModelConfig:
         minimum=0,
         maximum=50,
     )
+    tumour_presence_redraws: int = setting(
+        0,
+        "each sampled case first draws whether it has a tumour (model.tumour-presence), "
+        "and one whose label map disagrees is drawn again, at most this many times; 0 keeps "
+        "cases as drawn; a sampling setting",
+        minimum=0,
+        maximum=20,
+    )
+    tumour_presence: float = setting(
+        1.0,
+        "with model.tumour-presence-redraws: the fraction of sampled cases drawn with a "
+        "tumour; with model.tumour-calibration-cases the calibration sets it to the sites' "
+        "training cases' fraction (each site sends its own); a sampling setting",
+        minimum=0.0,
+        maximum=1.0,
+    )
     latent_channels: int = setting(
         8, "GAN: channels of the noise the label-map generator starts from", minimum=1
     )

@@ -38,6 +38,10 @@ SITE_WEIGHT_KEY = "site-weight"
 TUMOUR_VOXELS_KEY = "tumour-voxels"
 """With model.tumour-calibration-cases: the mean tumour voxels of a site's training cases (the
 server's aggregate of it is the calibration's target; ``common.models.calibration``)."""
+TUMOUR_PRESENT_KEY = "tumour-present"
+"""With model.tumour-calibration-cases and model.tumour-presence-redraws: the fraction of a
+site's training cases that have a tumour (the server's aggregate is ``model.tumour-presence``;
+``common.models.presence``)."""
 
 
 def label_voxels_key(value: int) -> str:

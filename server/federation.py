@@ -47,6 +47,7 @@ from common.exchange import (
     ROUND_KEY,
     SITE_KEY,
     SITE_WEIGHT_KEY,
+    TUMOUR_PRESENT_KEY,
     TUMOUR_VOXELS_KEY,
     load_model_arrays,
     model_arrays,
@@ -184,7 +185,8 @@ def _calibrated(
         raise FedsynthError(
             "model.tumour-calibration-cases is set but no round aggregated the sites' "
             f"{TUMOUR_VOXELS_KEY!r} (and, with model.label-calibration-tries, each "
-            "label's): set it to 0, or train at least one round that aggregates"
+            f"label's; with model.tumour-presence-redraws, {TUMOUR_PRESENT_KEY!r}): set it "
+            "to 0, or train at least one round that aggregates"
         )
     config, found = calibrate_tumour_volume(model, config, targets[-1])
     LOGGER.info(
@@ -195,6 +197,10 @@ def _calibrated(
         found.target,
         len(found.tried),
     )
+    if found.presence is not None:
+        LOGGER.info(
+            "sampled with a tumour in %.0f%% of cases, as the sites' cases", 100 * found.presence
+        )
     if found.labels is not None:
         LOGGER.info(
             "labels calibrated: model.label-logit-shifts %s samples %s voxels a case, the "

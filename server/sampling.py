@@ -12,6 +12,7 @@ from common.config import FedsynthConfig, Scalar, load_config, to_run_config
 from common.errors import ConfigError
 from common.models.checkpoint import load_model, model_hash
 from common.models.interface import GenerativeModel, SyntheticPairs
+from common.models.presence import sample_with_presence
 from common.release import new_manifest, write_release
 from common.runs import MODEL_FILE, read_summary
 from common.seeding import torch_generator
@@ -21,6 +22,8 @@ SAMPLING_KEYS = (
     "model.sampling-steps",
     "model.tumour-logit-shift",
     "model.label-logit-shifts",
+    "model.tumour-presence-redraws",
+    "model.tumour-presence",
 )
 """Settings ``fedsynth sample --run-config`` may change: how a trained model is sampled, not
 what it is (every other setting is the model's own and stays as it was trained)."""
@@ -48,12 +51,13 @@ def sample_pairs(
     generator: torch.Generator,
     on_batch: Callable[[int], None] | None = None,
 ) -> SyntheticPairs:
-    """``n`` stand-alone pairs, made ``batch_size`` at a time."""
+    """``n`` stand-alone pairs, made ``batch_size`` at a time (with the tumour presence rule,
+    ``common.models.presence``)."""
     images, labels = [], []
     done = 0
     while done < n:
         count = min(batch_size, n - done)
-        pairs = model.sample(count, generator)
+        pairs = sample_with_presence(model, count, generator)
         images.append(pairs.image.cpu())
         labels.append(pairs.label.cpu())
         done += count

@@ -25,6 +25,11 @@ target after a pass, a second pass searches each group again. Searching every la
 did not work: the labels compete for the same voxels, and on quality-mri bench seed 1 the
 simultaneous steps traded them off (0-151 necrotic voxels a try against 10) until the
 release drew 0.33x the oedema. Each site then sends one mean per label.
+
+With ``model.tumour-presence-redraws`` every calibration sample draws its tumour's presence
+first, as the release does (``common.models.presence``), at the sites' rate (each site then
+also sends the fraction of its cases with a tumour), so that the shifts match the volumes of
+the cases that have one instead of trading presence against size.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ import torch
 from common.config import FedsynthConfig
 from common.data.dataset import CachedCases
 from common.data.schema import schema_for
-from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
+from common.exchange import TUMOUR_PRESENT_KEY, TUMOUR_VOXELS_KEY, label_voxels_key
 from common.models.diffusion import DiffusionModel
 from common.models.interface import GenerativeModel
+from common.models.presence import has_tumour, sample_with_presence
 from common.seeding import torch_generator
 
 FIRST_SLOPE = 2.0
@@ -58,11 +64,13 @@ SHIFT_BOUND = 8.0
 
 @dataclass(frozen=True)
 class VolumeTargets:
-    """What the calibration matches: the sites' mean tumour voxels a case, and with
-    ``model.label-calibration-tries`` each label's (label value -> voxels)."""
+    """What the calibration matches: the sites' mean tumour voxels a case, with
+    ``model.label-calibration-tries`` each label's (label value -> voxels), and with
+    ``model.tumour-presence-redraws`` the fraction of cases with a tumour (sampled with it)."""
 
     tumour: float
     labels: dict[int, float] = dataclasses.field(default_factory=dict)
+    presence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,13 +97,14 @@ class LabelCalibration:
 @dataclass(frozen=True)
 class Calibration:
     """The search's outcome: the chosen shift, its sampled volume, every (shift, volume) tried,
-    and the per-label search when one ran."""
+    the per-label search when one ran, and the tumour presence sampled with (when set)."""
 
     target: float
     shift: float
     volume: float
     tried: list[tuple[float, float]]
     labels: LabelCalibration | None = None
+    presence: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the run summary's ``calibration``)."""
@@ -105,6 +114,8 @@ class Calibration:
             "sampled_tumour_voxels": self.volume,
             "tried": [[shift, volume] for shift, volume in self.tried],
         }
+        if self.presence is not None:
+            out["tumour_presence"] = self.presence
         if self.labels is not None:
             found = self.labels
             out["labels"] = {
@@ -135,10 +146,14 @@ def label_values(config: FedsynthConfig) -> tuple[int, ...]:
 
 def site_volume_metrics(cases: CachedCases, config: FedsynthConfig) -> dict[str, float]:
     """What a site sends for the calibration: the mean tumour voxels of its prepared training
-    cases, and with ``model.label-calibration-tries`` each label's mean."""
+    cases, with ``model.label-calibration-tries`` each label's mean, and with
+    ``model.tumour-presence-redraws`` the fraction of its cases that have a tumour."""
     labels = [cases[i][1] for i in range(len(cases))]
     tumour_values = schema_for(config.data.modality).tumour_values
     metrics = {TUMOUR_VOXELS_KEY: mean_voxels(labels, tumour_values)}
+    if config.model.tumour_presence_redraws > 0:
+        present = has_tumour(torch.stack(labels), tumour_values)
+        metrics[TUMOUR_PRESENT_KEY] = float(present.float().mean())
     if config.model.label_calibration_tries > 0:
         for value in label_values(config):
             metrics[label_voxels_key(value)] = mean_voxels(labels, (value,))
@@ -149,6 +164,11 @@ def volume_targets(metrics: Mapping[str, float], config: FedsynthConfig) -> Volu
     """The targets in (aggregated) site metrics, or None when one the config needs is missing."""
     if TUMOUR_VOXELS_KEY not in metrics:
         return None
+    presence = None
+    if config.model.tumour_presence_redraws > 0:
+        if TUMOUR_PRESENT_KEY not in metrics:
+            return None
+        presence = float(metrics[TUMOUR_PRESENT_KEY])
     labels: dict[int, float] = {}
     if config.model.label_calibration_tries > 0:
         for value in label_values(config):
@@ -156,7 +176,7 @@ def volume_targets(metrics: Mapping[str, float], config: FedsynthConfig) -> Volu
             if key not in metrics:
                 return None
             labels[value] = float(metrics[key])
-    return VolumeTargets(float(metrics[TUMOUR_VOXELS_KEY]), labels)
+    return VolumeTargets(float(metrics[TUMOUR_VOXELS_KEY]), labels, presence)
 
 
 def _gap(volume: float, target: float) -> float:
@@ -287,20 +307,27 @@ def calibrate_tumour_volume(
     """Search ``model.tumour-logit-shift`` on the trained ``model`` so that the mean tumour
     volume of ``model.tumour-calibration-cases`` samples matches ``targets.tumour`` (voxels a
     case), then, with ``targets.labels``, ``model.label-logit-shifts`` so that each
-    calibration group's does; the config with the chosen shifts (which the model keeps for
-    sampling) and the search."""
+    calibration group's does; with ``targets.presence`` every sample draws its tumour's
+    presence at that rate first (``model.tumour-presence``, as the release will). The config
+    with the chosen settings (which the model keeps for sampling) and the search."""
     if not isinstance(model, DiffusionModel):  # pragma: no cover - a config rule prevents it
         raise TypeError(f"only the diffusion family calibrates, not {model.family}")
     cases = config.model.tumour_calibration_cases
     tumour_values = schema_for(config.data.modality).tumour_values
     values = label_values(config)
+    if targets.presence is not None:
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, tumour_presence=targets.presence)
+        )
     sampled: dict[tuple[float, str], list[float]] = {}  # (shift, label shifts) -> volumes
 
     def volumes_at(shift: float, own: str = "") -> list[float]:
         model.config = dataclasses.replace(
             config.model, tumour_logit_shift=shift, label_logit_shifts=own
         )
-        pairs = model.sample(cases, torch_generator(config.seed, "tumour-calibration"))
+        pairs = sample_with_presence(
+            model, cases, torch_generator(config.seed, "tumour-calibration")
+        )
         labels = pairs.label.cpu()
         volumes = [mean_voxels(labels, (value,)) for value in values]
         sampled[(shift, own)] = volumes
@@ -328,6 +355,7 @@ def calibrate_tumour_volume(
         )
         found = dataclasses.replace(found, labels=per_label)
         chosen = dataclasses.replace(chosen, label_logit_shifts=_listed(per_label.shifts))
+    found = dataclasses.replace(found, presence=targets.presence)
     model.config = chosen
     return dataclasses.replace(config, model=chosen), found
 

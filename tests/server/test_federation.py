@@ -320,9 +320,10 @@ def test_a_corrupt_server_checkpoint_is_refused_with_its_path(
 def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
     tmp_path: Path, sites: dict[int, dict[str, object]]
 ) -> None:
-    """Each site sends its cases' mean tumour voxels (nothing else about its labels); the
-    server calibrates the final model's shift to their case-weighted mean, keeps the shift in
-    model.pt and records the search in run.json."""
+    """Each site sends its cases' mean tumour voxels and, with presence redraws, the fraction
+    of its cases with a tumour (nothing else about its labels); the server calibrates the
+    final model's shift to their case-weighted mean, sampling with the sites' case-weighted
+    presence, keeps both in model.pt and records the search in run.json."""
     config = smoke_config(
         **{
             "federation.num-rounds": 1,
@@ -330,6 +331,7 @@ def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
             "model.denoiser-output": "class-probabilities",
             "model.tumour-calibration-cases": 2,
             "model.tumour-calibration-tries": 3,
+            "model.tumour-presence-redraws": 1,
         }
     )
     grid = LocalGrid(sites)  # type: ignore[arg-type]
@@ -337,18 +339,38 @@ def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
     sent, counted = [], []
     for reply in grid.sent:
         metrics = reply.content[METRICS_KEY]
-        sent.append((float(metrics["tumour-voxels"]), float(metrics["num-examples"])))  # type: ignore[index, arg-type]
+        assert {k for k in metrics if "tumour" in k} == {"tumour-voxels", "tumour-present"}  # type: ignore[union-attr]
+        sent.append(
+            (
+                float(metrics["tumour-voxels"]),  # type: ignore[index, arg-type]
+                float(metrics["tumour-present"]),  # type: ignore[index, arg-type]
+                float(metrics["num-examples"]),  # type: ignore[index, arg-type]
+            )
+        )
     for node_config in sites.values():
         cases = CachedCases(Path(str(node_config["cache-dir"])))
         labels = [cases[i][1] for i in range(len(cases))]
-        counted.append(sum(float((label == 1).sum()) for label in labels) / len(labels))
-    assert sorted(v for v, _ in sent) == pytest.approx(sorted(counted))  # CT: tumour is label 1
-    expected = sum(v * n for v, n in sent) / sum(n for _, n in sent)
+        counted.append(
+            (
+                sum(float((label == 1).sum()) for label in labels) / len(labels),
+                sum(float((label == 1).any()) for label in labels) / len(labels),
+            )
+        )
+    # CT: tumour is label 1
+    pairs = sorted((v, p) for v, p, _ in sent)
+    assert [x for pair in pairs for x in pair] == pytest.approx(
+        [x for pair in sorted(counted) for x in pair]
+    )
+    total = sum(n for _, _, n in sent)
     calibration = read_summary(tmp_path / "run").calibration
-    assert calibration["target_tumour_voxels"] == pytest.approx(expected)
+    assert calibration["target_tumour_voxels"] == pytest.approx(
+        sum(v * n for v, _, n in sent) / total
+    )
+    assert calibration["tumour_presence"] == pytest.approx(sum(p * n for _, p, n in sent) / total)
     assert 1 <= len(calibration["tried"]) <= 3
     _, saved = load_model(tmp_path / "run" / MODEL_FILE)
     assert saved.model.tumour_logit_shift == calibration["tumour_logit_shift"]
+    assert saved.model.tumour_presence == calibration["tumour_presence"]
 
 
 def test_each_glioma_label_is_calibrated_to_the_sites_case_weighted_means(
@@ -398,5 +420,5 @@ def test_without_calibration_no_site_sends_its_tumour_volume(
     grid = LocalGrid(sites)  # type: ignore[arg-type]
     run_federation(grid.as_grid(), smoke_config(**{"federation.num-rounds": 1}), tmp_path / "r")
     for reply in grid.sent:
-        assert not any("voxels" in key for key in reply.content[METRICS_KEY])  # type: ignore[union-attr]
+        assert not any("voxels" in key or "tumour" in key for key in reply.content[METRICS_KEY])  # type: ignore[union-attr]
     assert read_summary(tmp_path / "r").calibration == {}

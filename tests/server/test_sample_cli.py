@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from common.config import Scalar
 from common.models.checkpoint import save_model
+from common.models.diffusion import DiffusionModel
+from common.models.interface import SyntheticPairs
 from common.models.registry import build_model
 from common.release import SiteRecord
 from common.runs import RunSummary, write_summary
@@ -74,6 +76,31 @@ def test_sample_run_config_shifts_the_tumour_logits_and_the_manifest_records_it(
     assert manifest["run_config"]["model.tumour-logit-shift"] == -0.5
 
 
+def test_sample_run_config_draws_the_tumour_presence_first_and_the_manifest_records_it(
+    tmp_path: Path,
+) -> None:
+    """An untrained class-probabilities model draws air only: with a tumour wanted in every
+    case, each of the 2 cases is drawn 1 + 3 times (and still has none)."""
+    _run(tmp_path, **{"model.denoiser-output": "class-probabilities"})
+    out = tmp_path / "release"
+    args = ["sample", "--run", str(tmp_path), "--n", "2", "--out", str(out), "--run-config"]
+    calls: list[int] = []
+    sample = DiffusionModel.sample
+
+    def counted(model: DiffusionModel, n: int, generator: torch.Generator) -> SyntheticPairs:
+        calls.append(n)
+        return sample(model, n, generator)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DiffusionModel, "sample", counted)
+        result = RUNNER.invoke(app, [*args, "model.tumour-presence-redraws=3"])
+    assert result.exit_code == 0, result.output
+    assert calls == [2, 2, 2, 2]
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["run_config"]["model.tumour-presence-redraws"] == 3
+    assert manifest["run_config"]["model.tumour-presence"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -81,6 +108,7 @@ def test_sample_run_config_shifts_the_tumour_logits_and_the_manifest_records_it(
         ("model.sampling-steps=0", "model.sampling-steps"),
         ("model.sampler='euler'", "model.sampler"),
         ("model.tumour-logit-shift=1", "needs model.denoiser-output = class-probabilities"),
+        ("model.tumour-presence=1.5", "model.tumour-presence"),
     ],
 )
 def test_sample_run_config_refuses_other_or_bad_settings(
