@@ -218,9 +218,6 @@ PRESETS: dict[str, Preset] = {
                 # the held-out volume and no necrotic core (7.5 voxels a case in real ones):
                 # the tumour core's shift, then the necrotic core's, are searched too
                 "model.label-calibration-tries": 3,
-                # bench seed 1, calibrated to the mean volume, drew no tumour in 5 of 12
-                # release cases (15 of 48 fresh ones); every real case has one
-                "model.tumour-presence-redraws": 5,
             },
             "gan": {**CPU_GAN, "federation.num-rounds": 4, "training.local-epochs": 60},
         },

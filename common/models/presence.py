@@ -10,6 +10,13 @@ fraction of the sites' training cases that have one), and a case whose label map
 drawn again, all of them together, at most ``model.tumour-presence-redraws`` times. The
 release then follows the sites' presence rate and, given presence, the model's own volumes.
 It uses no site data beyond that one fraction, and none at all when the rate is set by hand.
+
+It makes every case hold a tumour, but it is not in the quality-mri preset: measured on bench
+seed 1 (up to 5 redraws, calibrated with them), all 12 release cases had a tumour (without: 7),
+but the calibration, now matching the volume of cases that have one, lowered the union's shift
+(-0.74 against -0.50), which also starved the tumour core that every real glioma has: enhancing
+tumour in 5 of 12 cases, a necrotic core in none, mostly faint oedema; the synthetic-only
+tumour Dice fell from 0.45 to 0.03 (real 0.52).
 """
 
 from __future__ import annotations
