@@ -26,6 +26,17 @@ TINY: dict[str, Scalar] = {
 }
 
 
+CALIBRATED: dict[str, Scalar] = {
+    "model.family": "diffusion",
+    "model.denoiser-output": "class-probabilities",
+    "model.diffusion-steps": 10,
+    "model.sampling-steps": 2,
+    "model.tumour-calibration-cases": 2,
+    "privacy.enabled": False,
+}
+"""Tiny diffusion settings whose tumour volume is calibrated (2 samples a try)."""
+
+
 def tiny_config(**overrides: Scalar) -> FedsynthConfig:
     """Tiny 16^3 CT settings for model tests, with overrides (run-config keys)."""
     return load_config({**TINY, **overrides})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_support import tiny_cohort, tiny_config
+from model_support import CALIBRATED, tiny_cohort, tiny_config
 
 from common.errors import ConfigError
 from common.exchange import TUMOUR_VOXELS_KEY, label_voxels_key
@@ -25,15 +25,6 @@ from common.models.calibration import (
 )
 from common.models.diffusion import DiffusionModel
 from common.models.registry import build_model
-
-CALIBRATED = {
-    "model.family": "diffusion",
-    "model.denoiser-output": "class-probabilities",
-    "model.diffusion-steps": 10,
-    "model.sampling-steps": 2,
-    "model.tumour-calibration-cases": 2,
-    "privacy.enabled": False,
-}
 
 
 def test_the_search_by_hand() -> None:

@@ -10,9 +10,9 @@ from typing import cast
 
 import pytest
 import torch
-from model_support import tiny_cohort, tiny_config
+from model_support import CALIBRATED, tiny_cohort, tiny_config
 
-from common.config import ModelConfig
+from common.config import ModelConfig, Scalar
 from common.data.dataset import CachedCases
 from common.errors import ConfigError
 from common.exchange import TUMOUR_PRESENT_KEY, TUMOUR_VOXELS_KEY
@@ -107,15 +107,7 @@ def test_without_redraws_the_model_samples_once_and_the_generator_is_untouched()
     assert torch.equal(generator.get_state(), before)
 
 
-CALIBRATED = {
-    "model.family": "diffusion",
-    "model.denoiser-output": "class-probabilities",
-    "model.diffusion-steps": 10,
-    "model.sampling-steps": 2,
-    "model.tumour-calibration-cases": 2,
-    "model.tumour-presence-redraws": 2,
-    "privacy.enabled": False,
-}
+PRESENCE: dict[str, Scalar] = {**CALIBRATED, "model.tumour-presence-redraws": 2}
 
 
 def test_the_calibration_samples_with_the_sites_presence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +115,7 @@ def test_the_calibration_samples_with_the_sites_presence(monkeypatch: pytest.Mon
     tumour (4,096 voxels): at shift 0 both calibration cases are drawn again twice (3 calls),
     still without one (0 voxels); the next shift, ln 4097 / 2, draws tumour everywhere at the
     first draw (1 call). The rate found is the model's from then on."""
-    config = tiny_config(**CALIBRATED)
+    config = tiny_config(**PRESENCE)
     model = build_model(config)
     assert isinstance(model, DiffusionModel)
     calls: list[int] = []
@@ -146,7 +138,7 @@ def test_the_calibration_samples_with_the_sites_presence(monkeypatch: pytest.Mon
 
 def test_a_site_sends_the_fraction_of_its_cases_with_a_tumour(tmp_path: Path) -> None:
     """Three phantom cases, the tumour erased from one: 2/3. Without redraws it is not sent."""
-    config = tiny_config(**{**CALIBRATED, "phantoms.cases-per-site": 3})
+    config = tiny_config(**{**PRESENCE, "phantoms.cases-per-site": 3})
     cases = tiny_cohort(tmp_path, config)
     pairs = [cases[i] for i in range(len(cases))]
     image, label = pairs[0]
@@ -154,12 +146,12 @@ def test_a_site_sends_the_fraction_of_its_cases_with_a_tumour(tmp_path: Path) ->
     assert all(bool((lab == CT_TUMOUR).any()) for _, lab in pairs[1:])
     sent = site_volume_metrics(cast(CachedCases, pairs), config)
     assert sent[TUMOUR_PRESENT_KEY] == pytest.approx(2 / 3)
-    off = tiny_config(**{**CALIBRATED, "model.tumour-presence-redraws": 0})
+    off = tiny_config(**{**PRESENCE, "model.tumour-presence-redraws": 0})
     assert TUMOUR_PRESENT_KEY not in site_volume_metrics(cast(CachedCases, pairs), off)
 
 
 def test_the_presence_target_is_read_from_the_aggregated_metrics() -> None:
-    config = tiny_config(**CALIBRATED)
+    config = tiny_config(**PRESENCE)
     metrics = {TUMOUR_VOXELS_KEY: 6.0, TUMOUR_PRESENT_KEY: 0.75}
     assert volume_targets(metrics, config) == VolumeTargets(6.0, {}, 0.75)
     assert volume_targets({TUMOUR_VOXELS_KEY: 6.0}, config) is None  # the fraction missing
@@ -176,4 +168,4 @@ def test_the_presence_target_is_read_from_the_aggregated_metrics() -> None:
 )
 def test_presence_settings_are_checked(overrides: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        tiny_config(**{**CALIBRATED, **overrides})
+        tiny_config(**{**PRESENCE, **overrides})
