@@ -48,11 +48,11 @@ ONE_FLAG = "--one"
 
 def in_child(module: str, *args: str) -> dict[str, Any]:
     """Run ``python -m module --one ARGS`` in a fresh process (its own peak memory) and return
-    the JSON object it printed last."""
+    the JSON object it printed last; its stderr (a failure's traceback) goes to ours."""
     output = subprocess.run(
         [sys.executable, "-m", module, ONE_FLAG, *args],
         check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
     ).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))

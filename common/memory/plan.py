@@ -225,7 +225,12 @@ def plan_memory(config: FedsynthConfig, cases: int, *, copies: int = 0) -> Memor
         step = largest_batch(chosen.training.batch_size, cases, chosen.privacy.enabled)
         return generator_workload(chosen, step)
 
-    levers = {name: work(option) for name, option in _lever_configs(config).items()}
+    levers: dict[str, Workload] = {}
+    for name, option in _lever_configs(config).items():
+        try:
+            levers[name] = work(option)
+        except ConfigError:
+            continue  # a model the family cannot build (e.g. a grid too small for the GAN)
     return plan_workload(
         work(config),
         config.training.memory_limit_gib,

@@ -14,7 +14,7 @@ import torch
 from model_support import tiny_config
 
 from bench.memory import point_settings
-from common.config import load_config
+from common.config import load_config, to_run_config
 from common.errors import ConfigError
 from common.memory import plan as planning
 from common.memory.estimate import GIB, Workload, estimate_bytes, features, gib
@@ -156,6 +156,26 @@ def test_a_refusal_names_every_setting_and_what_it_would_need(
     smaller = load_config({"data.target-shape": "32,32,32"})
     need = estimate_bytes(generator_workload(smaller, largest_batch(4, 16, private=True)))
     assert f'data.target-shape "32,32,32" would need {gib(need)}' in text
+
+
+def test_a_lever_the_family_cannot_build_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quality-ct GAN (32^3, three widths): a quarter grid, 8^3, is too small for its
+    discriminator, so planning (and its refusal) must name the other levers, not fail."""
+    _fake_machine(tmp_path, monkeypatch, free_kib=24 * 2**20)
+    config = load_config(
+        {"model.family": "gan", "data.target-shape": "32,32,32", "model.channels": "16,32,32"}
+    )
+    assert plan_memory(config, cases=40).needed < 24 * GIB
+    tight = load_config({**to_run_config(config), "training.memory-limit-gib": 0.01})
+    with pytest.raises(MemoryPlanError) as refused:
+        plan_memory(tight, cases=40)
+    text = str(refused.value)
+    assert 'data.target-shape "24,24,24" would need' in text
+    assert 'data.target-shape "16,16,16" would need' in text
+    assert 'data.target-shape "8,8,8"' not in text
+    assert "training.batch-size 1 would need" in text
 
 
 def test_the_memory_limit_setting_is_honoured(
