@@ -181,35 +181,28 @@ def _lever_text(lever: str, option: Workload | None, copies: int, limit: int, gp
     return f"{lever} would need {gib(needed)}{' (fits)' if needed <= limit else ''}"
 
 
-def _with(config: FedsynthConfig, key: str, value: Scalar) -> FedsynthConfig | None:
-    try:
-        return load_config({**to_run_config(config), key: value})
-    except ConfigError:
-        return None  # not a valid model (e.g. a grid its levels cannot halve)
-
-
-def _lever_configs(config: FedsynthConfig) -> dict[str, FedsynthConfig]:
-    """Settings that lower memory, each changed alone, as the configs they would give."""
-    candidates: dict[str, FedsynthConfig | None] = {}
+def _lever_settings(config: FedsynthConfig) -> dict[str, tuple[str, Scalar]]:
+    """Settings that lower memory, each to be changed alone: name -> (key, value)."""
+    levers: dict[str, tuple[str, Scalar]] = {}
     batch = config.training.batch_size
     for size in sorted({max(1, batch // 2), 1}, reverse=True):
         if size < batch:
-            candidates[f"training.batch-size {size}"] = _with(config, "training.batch-size", size)
+            levers[f"training.batch-size {size}"] = ("training.batch-size", size)
     multiple = 2 ** len(config.model.channels)  # every family's grid divides by this
-    current = config.data.target_shape
+    current = ",".join(map(str, config.data.target_shape))
     for factor in SHAPE_FACTORS:
         sides = (
             max(multiple, int(s * factor) // multiple * multiple) for s in config.data.target_shape
         )
         shape = ",".join(map(str, sides))
-        if shape != ",".join(map(str, current)):
-            candidates[f'data.target-shape "{shape}"'] = _with(config, "data.target-shape", shape)
+        if shape != current:
+            levers[f'data.target-shape "{shape}"'] = ("data.target-shape", shape)
     groups = config.model.norm_groups
     widths = ",".join(str(max(groups, w // 2 // groups * groups)) for w in config.model.channels)
-    candidates[f'model.channels "{widths}"'] = _with(config, "model.channels", widths)
+    levers[f'model.channels "{widths}"'] = ("model.channels", widths)
     if config.privacy.enabled:
-        candidates["privacy.enabled false (no DP-SGD)"] = _with(config, "privacy.enabled", False)
-    return {name: value for name, value in candidates.items() if value is not None}
+        levers["privacy.enabled false (no DP-SGD)"] = ("privacy.enabled", False)
+    return levers
 
 
 def plan_memory(config: FedsynthConfig, cases: int, *, copies: int = 0) -> MemoryPlan:
@@ -226,11 +219,11 @@ def plan_memory(config: FedsynthConfig, cases: int, *, copies: int = 0) -> Memor
         return generator_workload(chosen, step)
 
     levers: dict[str, Workload] = {}
-    for name, option in _lever_configs(config).items():
+    for name, (key, value) in _lever_settings(config).items():
         try:
-            levers[name] = work(option)
+            levers[name] = work(load_config({**to_run_config(config), key: value}))
         except ConfigError:
-            continue  # a model the family cannot build (e.g. a grid too small for the GAN)
+            continue  # not a model the family can build (e.g. a grid too small for the GAN)
     return plan_workload(
         work(config),
         config.training.memory_limit_gib,
