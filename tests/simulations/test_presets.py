@@ -65,6 +65,18 @@ def test_quality_presets_hold_the_issue_settings() -> None:
     assert load_config(preset("demo")).model.prior == "phantom-ct-32"
 
 
+def test_the_one_site_gan_learns_from_real_pairs_and_the_dp_gan_does_not() -> None:
+    for name in ("quality-ct", "quality-mri"):
+        gan = load_config(preset(name, "gan"))
+        assert gan.model.l1_weight == 100.0
+        assert gan.model.feature_matching_weight == 10.0
+        assert gan.training.local_epochs * gan.federation.num_rounds == 55 * 3  # 1,650 steps
+    for name in ("quality-ct-dp", "demo"):  # DP-SGD forbids losses that hand real voxels over
+        gan = load_config(preset(name, "gan"))
+        assert gan.privacy.enabled
+        assert gan.model.l1_weight == gan.model.feature_matching_weight == 0.0
+
+
 def test_the_prior_preset_draws_another_population() -> None:
     prior, sites = load_config(preset("prior-ct")), load_config(preset("quality-ct-dp"))
     assert prior.phantoms.anatomy_scale != sites.phantoms.anatomy_scale
