@@ -79,7 +79,9 @@ ONE_SITE_GAN: dict[str, Scalar] = {
     # without DP the image generator may learn from real pairs, as pix2pix's does: L1 to the
     # real image for its label map (tumour voxels weighted, model.tumour-weight) and feature
     # matching (quality-ct validation split, 600 steps: bone Dice 0.79, paired MAE 48 HU;
-    # adversarial losses alone, 2,400 steps on bench seed 0: speckle, 0.66 and 530 HU)
+    # adversarial losses alone, 2,400 steps on bench seed 0: speckle, 0.66 and 530 HU). The
+    # label maps still learn only adversarially: on bench seed 0, by 1,650 steps, bone at
+    # 2.9x the real volume and no tumour (README, "Presets and the quality benchmark")
     "model.l1-weight": 100.0,
     "model.feature-matching-weight": 10.0,
     # 0.97 s a step alone on 2 cores with both losses: 1,650 steps fit the 30 minutes
