@@ -468,16 +468,17 @@ class ModelConfig:
     sampling_steps: int = setting(50, "diffusion: DDIM steps", minimum=1, maximum=10000)
     tumour_logit_shift: float = setting(
         0.0,
-        "diffusion with class-probabilities: added at sampling to the tumour classes' logits, "
-        "which scales the sampled tumour volume (negative: smaller); a sampling setting",
+        "the GAN, or diffusion with class-probabilities: added at sampling to the tumour "
+        "classes' logits, which scales the sampled tumour volume (negative: smaller); a "
+        "sampling setting",
         minimum=-20.0,
         maximum=20.0,
     )
     tumour_calibration_cases: int = setting(
         0,
-        "diffusion with class-probabilities, without DP-SGD: after training, choose "
-        "model.tumour-logit-shift so that the mean tumour volume of this many samples matches "
-        "the training cases' (each site sends its mean); 0 leaves the shift as set",
+        "the GAN, or diffusion with class-probabilities, without DP-SGD: after training, "
+        "choose model.tumour-logit-shift so that the mean tumour volume of this many samples "
+        "matches the training cases' (each site sends its mean); 0 leaves the shift as set",
         minimum=0,
         maximum=1000,
     )
@@ -493,9 +494,9 @@ class ModelConfig:
     )
     label_logit_shifts: str = setting(
         "",
-        "diffusion with class-probabilities: one number per label, in label order (ct: "
-        "tumour, bone; mri: necrotic core, oedema, enhancing), added at sampling to that "
-        "label's logits (on top of model.tumour-logit-shift for tumour labels), as "
+        "the GAN, or diffusion with class-probabilities: one number per label, in label "
+        "order (ct: tumour, bone; mri: necrotic core, oedema, enhancing), added at sampling "
+        "to that label's logits (on top of model.tumour-logit-shift for tumour labels), as "
         "'0.8,0,-0.3'; empty adds none; a sampling setting",
     )
     label_calibration_tries: int = setting(
@@ -623,9 +624,10 @@ class ModelConfig:
             "between -1 and 1, comma-separated, as '-0.659,-0.353'",
         )
         _require(
-            self.tumour_logit_shift == 0 or self.denoiser_output == "class-probabilities",
+            self.tumour_logit_shift == 0 or self.has_class_logits(),
             f"model.tumour-logit-shift = {self.tumour_logit_shift:g} shifts class logits: it "
-            "needs model.denoiser-output = class-probabilities (or set it to 0)",
+            "needs model.family = gan or model.denoiser-output = class-probabilities (or set "
+            "it to 0)",
         )
         shifts = self.label_shifts()
         _require(
@@ -634,9 +636,10 @@ class ModelConfig:
             "between -20 and 20",
         )
         _require(
-            not any(shifts) or self.denoiser_output == "class-probabilities",
+            not any(shifts) or self.has_class_logits(),
             f"model.label-logit-shifts = {self.label_logit_shifts!r} shifts class "
-            "logits: it needs model.denoiser-output = class-probabilities (or leave it empty)",
+            "logits: it needs model.family = gan or model.denoiser-output = "
+            "class-probabilities (or leave it empty)",
         )
         _require(
             self.label_calibration_tries == 0 or self.tumour_calibration_cases > 0,
@@ -645,12 +648,16 @@ class ModelConfig:
             "set it to 0)",
         )
         _require(
-            self.tumour_calibration_cases == 0
-            or (self.family == "diffusion" and self.denoiser_output == "class-probabilities"),
+            self.tumour_calibration_cases == 0 or self.has_class_logits(),
             f"model.tumour-calibration-cases = {self.tumour_calibration_cases} searches "
-            "model.tumour-logit-shift: it needs model.family = diffusion and "
+            "model.tumour-logit-shift: it needs model.family = gan or "
             "model.denoiser-output = class-probabilities (or set it to 0)",
         )
+
+    def has_class_logits(self) -> bool:
+        """Whether sampling draws label maps from class logits, which the logit shifts move:
+        the GAN's label generator, or the diffusion denoiser's class-probabilities output."""
+        return self.family == "gan" or self.denoiser_output == "class-probabilities"
 
     def label_shifts(self) -> tuple[float, ...]:
         """``label_logit_shifts`` as numbers, () when empty (ConfigError if one is not a

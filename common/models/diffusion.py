@@ -70,7 +70,13 @@ from common.models.painting import (
     monotone_quantiles,
     quantile_step_bias,
 )
-from common.models.runtime import autocast, check_label_maps, evaluating, on_device
+from common.models.runtime import (
+    autocast,
+    check_label_maps,
+    evaluating,
+    on_device,
+    shift_label_logits,
+)
 from common.models.tissue import TissueClasses
 
 
@@ -400,20 +406,14 @@ class DiffusionModel(GenerativeModel):
         return channels.argmax(dim=1)
 
     def _shifted(self, output: torch.Tensor) -> torch.Tensor:
-        """The denoiser's class logits with ``model.tumour-logit-shift`` added to the tumour
-        classes' and ``model.label-logit-shifts`` to each label's (sampling only; the
-        velocity output is returned as it is)."""
-        tumour = self.config.tumour_logit_shift
-        values = range(1, self.num_classes)
-        own = self.config.label_shifts() or (0.0,) * len(values)
-        if self.config.denoiser_output != "class-probabilities" or not (tumour or any(own)):
+        """The denoiser's class logits with the sampling settings' logit shifts
+        (:func:`shift_label_logits`); the velocity output is returned as it is."""
+        if self.config.denoiser_output != "class-probabilities":
             return output
         first = self.tissues.intensity_classes - 1
-        shifted = output.float().clone()
-        for value, label_shift in zip(values, own, strict=True):
-            union = tumour if value in self.tumour_values else 0.0
-            shifted[:, first + value] += union + label_shift
-        return shifted
+        return shift_label_logits(
+            output, self.config, self.num_classes, self.tumour_values, first=first
+        )
 
     def _paint(self, tissue: torch.Tensor, source: torch.Generator) -> torch.Tensor:
         """Images ``(B, 1, *s)`` in [-1, 1] for tissue maps, drawn from the decoder's painting."""

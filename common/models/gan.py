@@ -25,6 +25,10 @@ the discriminator frozen, after which the discriminator's gradients (and any Opa
 voxels: tumour-weighted L1 to the real image for real label maps (``model.l1-weight``,
 ``model.tumour-weight``) and discriminator feature matching (``model.feature-matching-weight``);
 the configuration forbids both with DP-SGD.
+
+Sampling shifts the label generator's logits as ``model.tumour-logit-shift`` and
+``model.label-logit-shifts`` say, which ``model.tumour-calibration-cases`` searches after
+training (``common.models.calibration``), as for the diffusion family.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from common.models.runtime import (
     evaluating,
     frozen,
     on_device,
+    shift_label_logits,
 )
 
 
@@ -232,39 +237,42 @@ class GanModel(GenerativeModel):
 
     # -- generation --------------------------------------------------------------------------
     def _fake_pairs(
-        self, count: int, source: torch.Generator, *, averaged: bool = False
+        self, count: int, source: torch.Generator, *, sampling: bool = False
     ) -> torch.Tensor:
         """``count`` generated (image, one-hot label) pairs ``(count, 1 + K, *spatial)``, by
-        the trained generators or (``averaged``) by their weight averages."""
+        the trained generators or (``sampling``, for a release) by their weight averages
+        with the label logits shifted as the sampling settings say."""
         latent = torch.randn(
             (count, *latent_shape(self.config, self.spatial_shape)),
             generator=source,
             device=self.device,
         )
-        label_generator = self._generator("label_generator", averaged)
-        logits = label_generator(latent).float()
+        logits = self._generator("label_generator", sampling)(latent).float()
+        if sampling:
+            logits = shift_label_logits(logits, self.config, self.num_classes, self.tumour_values)
         if self.config.label_sampling == "gumbel":
             labels = gumbel_one_hot(logits, self.config.label_temperature, source)
         else:
             labels = straight_through_one_hot(logits, self.config.label_temperature)
-        return torch.cat([self._images_for(labels, source, averaged=averaged), labels], dim=1)
+        return torch.cat([self._images_for(labels, source, sampling=sampling), labels], dim=1)
 
     def _images_for(
-        self, labels_one_hot: torch.Tensor, source: torch.Generator, *, averaged: bool = False
+        self, labels_one_hot: torch.Tensor, source: torch.Generator, *, sampling: bool = False
     ) -> torch.Tensor:
         noise = torch.randn(
             (labels_one_hot.shape[0], 1, *self.spatial_shape),
             generator=source,
             device=self.device,
         )
-        image: torch.Tensor = self._generator("image_generator", averaged)(labels_one_hot, noise)
+        image: torch.Tensor = self._generator("image_generator", sampling)(labels_one_hot, noise)
         return image.float()
 
-    def _generator(self, name: str, averaged: bool) -> torch.nn.Module:
-        return self.sampling_network(name) if averaged else self.nets[name]
+    def _generator(self, name: str, sampling: bool) -> torch.nn.Module:
+        return self.sampling_network(name) if sampling else self.nets[name]
 
     def sample(self, n: int, generator: torch.Generator) -> SyntheticPairs:
-        """``n`` stand-alone pairs from noise alone (label map = argmax of the one-hot)."""
+        """``n`` stand-alone pairs from noise alone (label map = argmax of the shifted
+        logits)."""
         if n < 0:
             raise ValueError(f"n = {n}: the number of samples cannot be negative")
         source = on_device(generator, self.device)
@@ -272,7 +280,7 @@ class GanModel(GenerativeModel):
         with evaluating(self.nets), torch.no_grad(), autocast(self.training, self.device):
             for start in range(0, n, self.training.batch_size):
                 count = min(self.training.batch_size, n - start)
-                pairs = self._fake_pairs(count, source, averaged=True)
+                pairs = self._fake_pairs(count, source, sampling=True)
                 images.append(pairs[:, :1])
                 labels.append(pairs[:, 1:].argmax(dim=1))
         if not images:
@@ -290,7 +298,7 @@ class GanModel(GenerativeModel):
             for start in range(0, labels.shape[0], self.training.batch_size):
                 chunk = labels[start : start + self.training.batch_size].to(self.device)
                 labels_one_hot = one_hot(chunk, self.num_classes)
-                images.append(self._images_for(labels_one_hot, source, averaged=True))
+                images.append(self._images_for(labels_one_hot, source, sampling=True))
         if not images:
             return torch.zeros((0, 1, *self.spatial_shape), device=self.device)
         return torch.cat(images)

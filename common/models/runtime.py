@@ -1,5 +1,5 @@
 """Runtime helpers every generator family shares: eval mode, autocast, frozen networks,
-generators on the right device, label-map checks."""
+generators on the right device, label-map checks, the sampling settings' logit shifts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from common.config import TrainingConfig
+from common.config import ModelConfig, TrainingConfig
 
 AMP_DTYPE = torch.bfloat16
 """Mixed precision (``training.amp``): bfloat16 needs no loss scaling, which would
@@ -84,3 +84,26 @@ def check_label_maps(
             f"label values must lie in 0..{num_classes - 1}; got "
             f"{int(labels.min())}..{int(labels.max())}"
         )
+
+
+def shift_label_logits(
+    logits: torch.Tensor,
+    config: ModelConfig,
+    num_classes: int,
+    tumour_values: tuple[int, ...],
+    first: int = 0,
+) -> torch.Tensor:
+    """Class logits ``(B, C, *s)`` with ``model.tumour-logit-shift`` added to the tumour
+    labels' and ``model.label-logit-shifts`` to each label's (label value ``v``'s logit is
+    channel ``first + v``); ``logits`` itself when neither is set. A sampling setting: the
+    sampled volume of a label grows with its shift."""
+    tumour = config.tumour_logit_shift
+    values = range(1, num_classes)
+    own = config.label_shifts() or (0.0,) * len(values)
+    if not (tumour or any(own)):
+        return logits
+    shifted = logits.float().clone()
+    for value, label_shift in zip(values, own, strict=True):
+        union = tumour if value in tumour_values else 0.0
+        shifted[:, first + value] += union + label_shift
+    return shifted

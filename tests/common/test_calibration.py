@@ -24,6 +24,7 @@ from common.models.calibration import (
     volume_targets,
 )
 from common.models.diffusion import DiffusionModel
+from common.models.gan import GanModel
 from common.models.registry import build_model
 
 
@@ -102,8 +103,7 @@ def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
     ("overrides", "message"),
     [
         ({"privacy.enabled": True}, "must be 0 with DP-SGD"),
-        ({"model.denoiser-output": "velocity"}, "needs model.family = diffusion and"),
-        ({"model.family": "gan"}, "needs model.family = diffusion and"),
+        ({"model.denoiser-output": "velocity"}, "needs model.family = gan or model.denoiser"),
         ({"model.tumour-calibration-cases": -1}, "model.tumour-calibration-cases"),
         ({"model.tumour-calibration-tries": 0}, "model.tumour-calibration-tries"),
     ],
@@ -111,6 +111,26 @@ def test_an_untrained_model_is_calibrated_to_a_whole_volume_of_tumour() -> None:
 def test_calibration_settings_are_checked(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         tiny_config(**{**CALIBRATED, **overrides})  # type: ignore[arg-type]
+
+
+def test_a_gan_is_calibrated_through_its_label_generators_logits() -> None:
+    """The GAN's label generator with a zeroed last layer (every logit 0, in the network and
+    in its weight average): air everywhere. As for the diffusion model, target 4,096 tumour
+    voxels: 0 at shift 0, then ln 4097 / 2 makes the tumour the argmax everywhere. The shift
+    moves sampling only: the generators' training pairs keep their unshifted label maps."""
+    config = tiny_config(**{**CALIBRATED, "model.family": "gan"})
+    model = build_model(config)
+    assert isinstance(model, GanModel)
+    for network in (model.nets["label_generator"], model.sampling_network("label_generator")):
+        last = network.decoder[-1]
+        torch.nn.init.zeros_(last.conv.weight)
+        torch.nn.init.zeros_(last.conv.bias)
+    calibrated, found = calibrate_tumour_volume(model, config, VolumeTargets(4096.0))
+    assert found.tried == [(0.0, 0.0), (pytest.approx(math.log(4097) / 2), 4096.0)]
+    assert calibrated.model.tumour_logit_shift == model.config.tumour_logit_shift == found.shift
+    assert int((model.sample(1, torch.Generator().manual_seed(0)).label == 1).sum()) == 4096
+    training_pairs = model._fake_pairs(1, torch.Generator().manual_seed(0))
+    assert int(training_pairs[:, 1:].argmax(dim=1).count_nonzero()) == 0
 
 
 MRI_VALUES = (1, 2, 3)
@@ -363,7 +383,7 @@ def test_volume_targets_are_read_from_the_aggregated_metrics() -> None:
         ({"model.label-logit-shifts": "0,25,0"}, "between -20 and 20"),
         (
             {"model.label-logit-shifts": "0,1,0", "model.denoiser-output": "velocity"},
-            "needs model.denoiser-output = class-probabilities",
+            "needs model.family = gan or model.denoiser-output = class-probabilities",
         ),
         ({"model.tumour-calibration-cases": 0}, "needs model.tumour-calibration-cases > 0"),
         ({"model.label-calibration-tries": 51}, "model.label-calibration-tries"),

@@ -317,18 +317,26 @@ def test_a_corrupt_server_checkpoint_is_refused_with_its_path(
     assert str(run / SERVER_CHECKPOINT_FILE) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "family",
+    [
+        {"model.denoiser-output": "class-probabilities"},
+        {"model.family": "gan"},
+    ],
+    ids=["diffusion", "gan"],
+)
 def test_the_tumour_volume_is_calibrated_to_the_sites_case_weighted_mean(
-    tmp_path: Path, sites: dict[int, dict[str, object]]
+    tmp_path: Path, sites: dict[int, dict[str, object]], family: dict[str, str]
 ) -> None:
     """Each site sends its cases' mean tumour voxels and, with presence redraws, the fraction
     of its cases with a tumour (nothing else about its labels); the server calibrates the
     final model's shift to their case-weighted mean, sampling with the sites' case-weighted
-    presence, keeps both in model.pt and records the search in run.json."""
+    presence, keeps both in model.pt and records the search in run.json; for either family."""
     config = smoke_config(
         **{
             "federation.num-rounds": 1,
             "privacy.enabled": False,
-            "model.denoiser-output": "class-probabilities",
+            **family,
             "model.tumour-calibration-cases": 2,
             "model.tumour-calibration-tries": 3,
             "model.tumour-presence-redraws": 1,

@@ -107,7 +107,7 @@ def test_sample_run_config_draws_the_tumour_presence_first_and_the_manifest_reco
         ("model.channels='16'", "only the sampling settings"),
         ("model.sampling-steps=0", "model.sampling-steps"),
         ("model.sampler='euler'", "model.sampler"),
-        ("model.tumour-logit-shift=1", "needs model.denoiser-output = class-probabilities"),
+        ("model.tumour-logit-shift=1", "needs model.family = gan or model.denoiser-output"),
         ("model.tumour-presence=1.5", "model.tumour-presence"),
     ],
 )
