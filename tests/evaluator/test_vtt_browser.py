@@ -177,6 +177,8 @@ def test_two_readers_read_a_study_across_a_server_restart(browser: Any, tmp_path
         ben.wait_for_url(f"{server.url}/read")
         _shows(ben, "#progress", "0 of 4 cases answered")  # not ana's answers
         _answer(ben, "real", 2)
+        for page in (ana, ben):  # each page's next case loaded: the kill cuts no transfer short
+            _wait_for_case(page)
     finally:
         server.stop()  # killed mid-study
     server = start_server(study.folder, port, log)
