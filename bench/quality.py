@@ -21,8 +21,8 @@ now are kept).
 
 For the first seed of each setting and family, every round's global model is sampled and its
 synthetic-only Dice measured (bench/quality-curve.png), and middle slices of synthetic and real
-cases are drawn side by side (bench/quality-gallery-SETTING.png, one per setting, redrawn when
-that setting is run).
+cases are drawn side by side (bench/quality-gallery-SETTING-FAMILY.png, redrawn when that
+setting and family are run and the first seed's release is on disk).
 """
 
 from __future__ import annotations
@@ -546,41 +546,42 @@ def draw_curves(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-def gallery_path(setting: str) -> Path:
-    """Where the gallery of one setting is drawn."""
-    return GALLERY_DIR / f"quality-gallery-{setting}.png"
+def gallery_path(setting: str, family: str) -> Path:
+    """Where the gallery of one setting and family is drawn."""
+    return GALLERY_DIR / f"quality-gallery-{setting}-{family}.png"
 
 
-def draw_gallery(runs: list[dict[str, Any]], setting: str) -> Path | None:
-    """Middle axial slices of one setting, a row per family (first seed): three synthetic
-    cases, then three held-out real cases prepared on the same grid. None when no run of the
-    setting still has its release on disk (nothing is drawn then)."""
+def draw_gallery(runs: list[dict[str, Any]], setting: str, family: str) -> Path | None:
+    """Middle axial slices of the first seed's run of one setting and family: three synthetic
+    cases, then three held-out real cases prepared on the same grid. None, and the gallery
+    left as it is, when there is no such run or its release is no longer on disk (a gallery is
+    never drawn from another seed than the one it names)."""
     from matplotlib.figure import Figure
 
     from evaluator.cases import load_real, load_release, release_settings
 
-    mine = [r for r in runs if r["setting"] == setting and Path(r["gallery"]).is_dir()]
-    firsts = [r for r in mine if r["seed"] == min(x["seed"] for x in mine)]
-    if not firsts:
+    mine = [r for r in runs if r["setting"] == setting and r["family"] == family]
+    if not mine:
         return None
-    fig = Figure(figsize=(12, 2.2 * len(firsts)))
-    axes = fig.subplots(len(firsts), 6, squeeze=False)
-    for row, run in zip(axes, firsts, strict=True):
-        settings = release_settings(Path(run["gallery"]))
-        synthetic = load_release(Path(run["gallery"]), settings)[:3]
-        real = load_real(Path(run["gallery_real"]), settings)[:3]
-        for ax, (kind, case) in zip(
-            row, [("synthetic", c) for c in synthetic] + [("real", c) for c in real], strict=False
-        ):
-            image = case.image[case.image.shape[0] // 2]
-            low, high = (-250.0, 350.0) if settings.data.modality == "ct" else (0.0, 1000.0)
-            ax.imshow(image, cmap="gray", vmin=low, vmax=high)
-            ax.contour(case.label[case.image.shape[0] // 2] > 0, colors="red", linewidths=0.5)
-            ax.set_title(f"{run['setting']} {run['family']}\n{kind}", fontsize=7)
-        for ax in row:
-            ax.axis("off")
+    run = min(mine, key=lambda r: int(r["seed"]))
+    if not Path(run["gallery"]).is_dir():
+        return None
+    settings = release_settings(Path(run["gallery"]))
+    synthetic = load_release(Path(run["gallery"]), settings)[:3]
+    real = load_real(Path(run["gallery_real"]), settings)[:3]
+    fig = Figure(figsize=(12, 2.5))
+    row = fig.subplots(1, 6)
+    cases = [("synthetic", c) for c in synthetic] + [("real", c) for c in real]
+    for ax, (kind, case) in zip(row, cases, strict=False):
+        image = case.image[case.image.shape[0] // 2]
+        low, high = (-250.0, 350.0) if settings.data.modality == "ct" else (0.0, 1000.0)
+        ax.imshow(image, cmap="gray", vmin=low, vmax=high)
+        ax.contour(case.label[case.image.shape[0] // 2] > 0, colors="red", linewidths=0.5)
+        ax.set_title(f"{setting} {family} seed {run['seed']}\n{kind}", fontsize=7)
+    for ax in row:
+        ax.axis("off")
     fig.tight_layout()
-    path = gallery_path(setting)
+    path = gallery_path(setting, family)
     fig.savefig(path, dpi=80)
     return path
 
@@ -611,7 +612,8 @@ def main(argv: list[str] | None = None) -> None:
                 save(SECTION, {"runs": runs, "summary": aggregate(runs)})
     draw_curves(runs, CURVE_PNG)
     for name in args.settings.split(","):
-        draw_gallery(runs, name)
+        for family in args.families.split(","):
+            draw_gallery(runs, name, family)
 
 
 def _key(run: dict[str, Any]) -> tuple[str, str, int]:

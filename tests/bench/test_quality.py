@@ -151,12 +151,19 @@ def test_one_run_simulates_samples_and_evaluates_on_a_held_out_cohort(
     table = aggregate([summary])
     assert "smoke/diffusion" not in table  # only the settings are summarised
     monkeypatch.setattr(quality, "GALLERY_DIR", tmp_path)
-    gallery = quality.draw_gallery([summary], "smoke")
-    assert gallery == tmp_path / "quality-gallery-smoke.png"
+    gallery = quality.draw_gallery([summary], "smoke", "diffusion")
+    assert gallery == tmp_path / "quality-gallery-smoke-diffusion.png"
     pixels = plt.imread(gallery)
     assert pixels.shape[0] > 100
     assert pixels[..., :3].std() > 0.05  # drawn slices, not a blank page
-    assert quality.draw_gallery([summary], "quality-ct") is None  # no run of that setting
+    drawn = gallery.read_bytes()
+    assert quality.draw_gallery([summary], "quality-ct", "diffusion") is None  # no such run
+    assert quality.draw_gallery([summary], "smoke", "gan") is None  # no run of that family
+    # the first seed's release is gone: the gallery it drew stays, no other seed replaces it
+    gone = {**summary, "seed": -1, "gallery": str(tmp_path / "deleted-release")}
+    assert quality.draw_gallery([summary, gone], "smoke", "diffusion") is None
+    assert gallery.read_bytes() == drawn
+    assert not (tmp_path / "quality-gallery-smoke-gan.png").exists()
 
 
 def test_earlier_runs_scored_on_another_protocol_are_not_kept(tmp_path: Path) -> None:
