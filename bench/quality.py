@@ -76,6 +76,8 @@ CURVE_EVALUATION: dict[str, Scalar] = {**EVALUATION, "evaluation.parts": "utilit
 WORK = Path(__file__).with_name("work") / "quality"
 CURVE_PNG = Path(__file__).with_name("quality-curve.png")
 GALLERY_DIR = Path(__file__).parent
+GALLERY_WINDOWS: dict[str, tuple[float, float]] = {"ct": (-250.0, 350.0), "mri": (0.0, 1000.0)}
+"""The grey-value window of the gallery's slices per modality (CT: a soft-tissue window in HU)."""
 SECTION = "quality"
 
 
@@ -574,7 +576,7 @@ def draw_gallery(runs: list[dict[str, Any]], setting: str, family: str) -> Path 
     cases = [("synthetic", c) for c in synthetic] + [("real", c) for c in real]
     for ax, (kind, case) in zip(row, cases, strict=False):
         image = case.image[case.image.shape[0] // 2]
-        low, high = (-250.0, 350.0) if settings.data.modality == "ct" else (0.0, 1000.0)
+        low, high = GALLERY_WINDOWS[settings.data.modality]
         ax.imshow(image, cmap="gray", vmin=low, vmax=high)
         ax.contour(case.label[case.image.shape[0] // 2] > 0, colors="red", linewidths=0.5)
         ax.set_title(f"{setting} {family} seed {run['seed']}\n{kind}", fontsize=7)

@@ -74,9 +74,8 @@ def test_the_one_site_gan_learns_from_real_pairs_and_the_dp_gan_does_not() -> No
         assert gan.model.l1_weight == 100.0
         assert gan.model.feature_matching_weight == 10.0
         assert gan.training.local_epochs * gan.federation.num_rounds == 55 * 3  # 1,650 steps
-        calibrated = gan.model
-        assert calibrated.tumour_calibration_cases == 48
-        assert calibrated.label_calibration_tries == 4
+        assert gan.model.tumour_calibration_cases == 48
+        assert gan.model.label_calibration_tries == 4
     for name in ("quality-ct-dp", "demo"):
         gan = load_config(preset(name, "gan"))
         assert gan.privacy.enabled
