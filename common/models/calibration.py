@@ -18,10 +18,9 @@ drawn with a bias of its own (thin bone, under an argmax, too little). With
 ``model.label-calibration-tries`` the search goes on, one group of labels after another
 (the schema's ``calibration_groups``; mri: the tumour core inside the union, then the
 necrotic core inside the core, then the oedema; ct: bone, then the tumour): the same one-shift
-search on the group's volume,
-its shift added to the group's labels' logits on top of the shifts found before
-(``model.label-logit-shifts``). A nested group moves voxels mostly between itself and its
-parent, but not only (the shifts act at every sampling step), so when a group is still off
+search on the group's volume, its shift added to the group's labels' logits on top of the
+shifts found before (``model.label-logit-shifts``). A nested group moves voxels mostly
+between itself and its parent, but not only (the shifts act at every sampling step), so when a group is still off
 target after a pass, a second pass searches each group again. Searching every label at once
 did not work: the labels compete for the same voxels, and on quality-mri bench seed 1 the
 simultaneous steps traded them off (0-151 necrotic voxels a try against 10) until the
