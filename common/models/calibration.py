@@ -14,11 +14,11 @@ their mean tumour volume, which is why it is off under DP-SGD (which does not co
 A glioma's labels share that volume unevenly: bench seed 1 (quality-mri), calibrated to the
 union's 293 voxels, drew oedema at 1.07x the held-out cases', enhancing tumour at 1.34x and
 no necrotic core at all (7.5 voxels a case in the real ones); and every other label is
-drawn with a bias of its own (thin bone, under an argmax, too little). With ``model.label-
-calibration-tries`` the search goes on, one group of labels after another (the schema's
-``calibration_groups``; mri: the tumour core inside the union, then the necrotic core inside
-the core, then the oedema; ct: bone, then the tumour): the same one-shift search on the group's
-volume, its shift added to the group's labels' logits on top of the shifts found before
+drawn with a bias of its own (thin bone, under an argmax, too little). With
+``model.label-calibration-tries`` the search goes on, one group of labels after another (the
+schema's ``calibration_groups``; mri: the tumour core inside the union, then the necrotic core
+inside the core, then the oedema; ct: bone, then the tumour): the same one-shift search on the
+group's volume, its shift added to the group's labels' logits on top of the shifts found before
 (``model.label-logit-shifts``). A nested group moves voxels mostly between itself and its
 parent, but not only (the shifts act at every sampling step), so when a group is still off
 target after a pass, a second pass searches each group again. Searching every label at once did
