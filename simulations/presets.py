@@ -231,7 +231,7 @@ PRESETS: dict[str, Preset] = {
                 # yet bench seeds drew 4-6x the real tumour volume at 2x; the sampled volume
                 # grows steeply with a logit shift (bench seed 1, its own training cases:
                 # shift 0 -> 895 voxels, -0.7 -> 250, -1.4 -> 0, against 293), so the shift
-                # is calibrated after training to the training cases' mean (~95 s a try);
+                # is calibrated after training to the training cases' mean;
                 # on 48 samples: bench seed 1's model, calibrated on 24 to 293 voxels (the
                 # sites' mean), drew 164, 240 and 202 in three fresh batches of 24 (5-9 cases
                 # of 24 with no tumour): one mean over 24 draws is off by a third
